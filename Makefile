@@ -1,0 +1,35 @@
+# ddp_eval: `make demo` then `make test` on a fresh machine; both (re)use the virtual env in $(VENV).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= .cache/demo
+NPROC ?= 2
+CONFIG ?= configs/mmbench.yaml
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
+
+.PHONY: install demo test lint eval clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Build the tiny offline checkpoint + benchmark once, then run the whole pipeline on $(NPROC) CPU ranks.
+demo: install
+	$(PY) -m ddp_eval.demo --out $(DEMO_DIR)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ddp_eval --config configs/demo.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check ddp_eval tests
+
+# One process per local GPU: make eval CONFIG=configs/mmbench.yaml
+eval: install
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m ddp_eval --config $(CONFIG)
+
+clean:
+	rm -rf outputs $(DEMO_DIR)

@@ -1,0 +1,3 @@
+from ddp_eval.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Command line: `python -m ddp_eval [run] --config X [--set k=v ...]` and `python -m ddp_eval score PATH`.
+
+User errors (DdpEvalError) are printed as one line without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ddp_eval.errors import DdpEvalError
+
+log = logging.getLogger("ddp_eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddp_eval", description="Data-parallel VLM evaluation (torchrun-ready).")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="evaluate a model on a benchmark (the default command)")
+    _run_args(run)
+    score = sub.add_parser("score", help="re-score an existing predictions file without a model")
+    score.add_argument("path", type=Path, help="predictions TSV/XLSX (ours, or VLMEvalKit's with a prediction column)")
+    score.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the file)")
+    return parser
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set run.batch_size=16 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("run", "score", "-h", "--help"):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "score":
+            _score(args)
+        else:
+            _run(args)
+    except DdpEvalError as err:
+        print(f"ddp_eval: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("ddp_eval: interrupted; predictions written so far are kept, re-run to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ddp_eval import dist
+    from ddp_eval.config import load_config
+    from ddp_eval.runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    with dist.distributed(cfg.run.dist_timeout_s) as info:
+        dist.setup_logging(info.rank, info.world_size, quiet=args.quiet)
+        run(cfg, info, show_progress=not args.quiet)
+
+
+def _score(args: argparse.Namespace) -> None:
+    from ddp_eval import dist
+    from ddp_eval.data.mmbench_tsv import read_table
+    from ddp_eval.results import finish
+
+    dist.setup_logging(0, 1)
+    if not args.path.is_file():
+        raise DdpEvalError(f"predictions file not found: {args.path}")
+    table = read_table(args.path)
+    out = args.output_dir or args.path.parent / f"{args.path.stem}_scored"
+    finish(table, out)
+    print(f"results in {out}")

@@ -1,0 +1,186 @@
+"""Typed configuration: YAML file + `--set key.sub=value` overrides, validated once.
+
+Defaults for MMBench + Qwen2-VL follow VLMEvalKit's (min/max pixels, greedy decoding) so
+that numbers are comparable. Every mistake names the key; unknown keys list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddp_eval.errors import DdpEvalError
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    min_pixels: int = 1280 * 28 * 28
+    max_pixels: int = 16384 * 28 * 28
+
+
+@dataclass
+class DataConfig:
+    # A TSV file, a `datasets` directory / parquet file, or a benchmark name (MMBench_DEV_EN, ...).
+    path: str = ""
+    format: str = "auto"
+    limit: int | None = None
+    cache_dir: str = "~/.cache/ddp_eval"
+    # Base URL that replaces VLMEvalKit's download host (a mirror); None uses the published URL.
+    mirror: str | None = None
+    # Expected md5 of a downloaded benchmark; None uses the md5 that VLMEvalKit publishes.
+    md5: str | None = None
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 2048
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/run"
+    batch_size: int = 8
+    num_workers: int = 2
+    seed: int = 0
+    # How long a rank waits for the others (process-group timeout), in seconds.
+    dist_timeout_s: int = 3600
+
+
+@dataclass
+class ScoringConfig:
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read the YAML file (if any), apply `key.sub=value` overrides, build and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DdpEvalError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise DdpEvalError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise DdpEvalError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = _build(Config, raw, prefix="")
+    validate(cfg)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML (so 4, true, null work)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise DdpEvalError(f"--set expects key.sub=value, got {item!r}")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise DdpEvalError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DdpEvalError(f"{where} must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        valid = ", ".join(prefix + name for name in fields)
+        raise DdpEvalError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {valid}")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            values[name] = _check_type(f"{prefix}{name}", value, hint)
+    return cls(**values)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for typ in allowed:
+        if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if typ is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if typ in (str, bool) and isinstance(value, typ):
+            return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise DdpEvalError(f"config key {key} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def validate(cfg: Config) -> None:
+    """Checks across values; file existence is checked where the files are opened."""
+    _one_of("model.dtype", cfg.model.dtype, DTYPES)
+    _one_of("data.format", cfg.data.format, DATA_FORMATS)
+    if not cfg.model.path:
+        raise DdpEvalError("config key model.path is required: a local model directory")
+    if not cfg.data.path:
+        raise DdpEvalError("config key data.path is required: a TSV, a dataset directory or a benchmark name")
+    if cfg.model.min_pixels <= 0 or cfg.model.max_pixels < cfg.model.min_pixels:
+        raise DdpEvalError(
+            f"model.min_pixels ({cfg.model.min_pixels}) must be > 0 and <= model.max_pixels ({cfg.model.max_pixels})"
+        )
+    _positive("generation.max_new_tokens", cfg.generation.max_new_tokens)
+    _positive("run.batch_size", cfg.run.batch_size)
+    _positive("run.dist_timeout_s", cfg.run.dist_timeout_s)
+    if cfg.run.num_workers < 0:
+        raise DdpEvalError(f"run.num_workers must be >= 0, got {cfg.run.num_workers}")
+    if cfg.data.limit is not None and cfg.data.limit <= 0:
+        raise DdpEvalError(f"data.limit must be a positive number of rows or null, got {cfg.data.limit}")
+
+
+def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise DdpEvalError(f"config key {key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise DdpEvalError(f"config key {key} must be > 0, got {value}")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

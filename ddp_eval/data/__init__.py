@@ -1,0 +1,1 @@
+"""Benchmark rows: readers for VLMEvalKit TSVs and `datasets` directories, images, downloads."""

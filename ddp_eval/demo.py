@@ -1,0 +1,236 @@
+"""The embedded default: a tiny Qwen2-VL checkpoint and an MMBench-format TSV, built offline.
+
+Random weights, a small byte-level BPE tokenizer carrying Qwen2-VL's special tokens and chat
+template, the real image processor; saved with save_pretrained so the runner loads it through
+`from_pretrained` exactly like a real checkpoint. Accuracy on it is chance-level by design.
+
+    python -m ddp_eval.demo --out .cache/demo      # builds once, then reuses
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import random
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Qwen2-VL's chat template: a default system turn, images/videos as vision_start/pad/end.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "Question: Which option describes the image? Options: A. B. C. D. Hint: The answer is",
+    "Please select the correct answer from the options above.",
+    "What color is the shape in the picture? red green blue yellow circle square triangle",
+    "The image shows a large object on the left and a small one on the right.",
+    "请直接回答选项字母。 问题 选项 提示 图片 颜色 形状",
+    "You are a helpful assistant. 0 1 2 3 4 5 6 7 8 9",
+]
+
+# Large enough that random weights answer differently for different rows (0.02 gives one token).
+INIT_STD = 0.4
+
+COLORS = ["red", "green", "blue", "yellow"]
+SHAPES = ["circle", "square", "triangle", "cross"]
+CATEGORIES = [
+    ("color_recognition", "finegrained_perception (instance-level)"),
+    ("shape_recognition", "coarse_perception"),
+    ("spatial_relationship", "relation_reasoning"),
+    ("counting", "finegrained_perception (cross-instance)"),
+]
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_processor(tokenizer):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _token_ids(tokenizer) -> dict[str, int]:
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"), "vision_end_token_id": ids("<|vision_end|>"),
+        "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
+        "pad_token_id": ids("<|endoftext|>"),
+    }
+
+
+def tiny_config(tokenizer, family: str = "qwen2_vl"):
+    """A few-layer config of the given family whose token ids match the tokenizer."""
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, tie_word_embeddings=True,
+        initializer_range=INIT_STD,
+    )
+    ids = _token_ids(tokenizer)
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision = dict(initializer_range=INIT_STD, depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=64,
+                      patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        return Qwen2VLConfig(text_config={**text, **ids}, vision_config=vision,
+                            initializer_range=INIT_STD, **ids)
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        vision = dict(initializer_range=INIT_STD, depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                      out_hidden_size=64,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[1], in_channels=3)
+        return Qwen2_5_VLConfig(text_config={**text, **ids}, vision_config=vision,
+                                initializer_range=INIT_STD, **ids)
+    raise ValueError(f"unknown family {family!r}")
+
+
+def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path:
+    """Save a random-weight model of `family` + processor to `out` (skipped if already there)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    stamp = out / "ddp_eval_demo.json"
+    if stamp.exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    config = tiny_config(tokenizer, family)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    ids = _token_ids(tokenizer)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["eos_token_id"], ids["pad_token_id"]], pad_token_id=ids["pad_token_id"],
+        bos_token_id=ids["bos_token_id"],
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    stamp.write_text(json.dumps({"family": family, "seed": seed}) + "\n")
+    return out
+
+
+def _image_b64(rng: random.Random, color: str, shape: str, size: tuple[int, int]) -> str:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "square":
+        draw.rectangle(box, fill=color)
+    elif shape == "triangle":
+        draw.polygon([(w // 2, h // 4), (w // 4, 3 * h // 4), (3 * w // 4, 3 * h // 4)], fill=color)
+    else:
+        draw.line((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=color, width=max(2, w // 16))
+        draw.line((3 * w // 4, h // 4, w // 4, 3 * h // 4), fill=color, width=max(2, w // 16))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def build_benchmark_rows(n_questions: int = 24, seed: int = 0, rotations: int = 3) -> list[dict]:
+    """MMBench-format rows: each question plus circular copies (options rotated, image by reference)."""
+    rng = random.Random(seed)
+    sizes = [(64, 64), (96, 72), (80, 120), (128, 96)]
+    rows = []
+    for q in range(n_questions):
+        color, shape = COLORS[q % 4], SHAPES[(q // 4) % 4]
+        category, l2 = CATEGORIES[q % len(CATEGORIES)]
+        options = list(COLORS) if q % 2 == 0 else list(SHAPES)
+        truth = color if q % 2 == 0 else shape
+        question = "What color is the shape?" if q % 2 == 0 else "Which shape is drawn?"
+        hint = "Look at the centre of the picture." if q % 3 == 0 else None
+        image = _image_b64(rng, color, shape, sizes[q % len(sizes)])
+        n_copies = 1 + (rotations if q % 4 != 3 else 0)  # some questions have no circular copies
+        for r in range(n_copies):
+            rotated = options[r:] + options[:r]
+            rows.append({
+                "index": q if r == 0 else r * 1_000_000 + q,
+                "question": question, "hint": hint,
+                **{letter: text for letter, text in zip("ABCD", rotated)},
+                "answer": "ABCD"[rotated.index(truth)],
+                "category": category, "l2-category": l2,
+                "image": image if r == 0 else str(q),
+            })
+    return rows
+
+
+def write_tsv(rows: list[dict], path: Path) -> Path:
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def build_demo(out: Path) -> tuple[Path, Path]:
+    model_dir = build_checkpoint(out / "model")
+    tsv = out / "mmbench_demo.tsv"
+    if not tsv.exists():
+        write_tsv(build_benchmark_rows(), tsv)
+    return model_dir, tsv
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=".cache/demo", type=Path)
+    args = parser.parse_args()
+    model_dir, tsv = build_demo(args.out)
+    print(f"demo model: {model_dir}\ndemo benchmark: {tsv}")
+
+
+if __name__ == "__main__":
+    main()

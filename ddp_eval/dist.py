@@ -1,0 +1,134 @@
+"""The process group and this rank's device. Nothing else in ddp_eval reads torchrun's env vars.
+
+Without RANK/WORLD_SIZE we run as one process with no process group. With CUDA each rank uses
+`cuda:<LOCAL_RANK>` and NCCL; without CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+from ddp_eval.errors import DdpEvalError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    initialized: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def read_env(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's variables; (0, 1, 0) when they are absent."""
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return 0, 1, 0
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise DdpEvalError(
+            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers, got {env.get('RANK')!r}, "
+            f"{env.get('WORLD_SIZE')!r}, {env.get('LOCAL_RANK')!r}"
+        ) from None
+    if not 0 <= rank < world:
+        raise DdpEvalError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def pick_device(local_rank: int) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DdpEvalError(
+            f"LOCAL_RANK={local_rank} but only {count} CUDA device(s) are visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+            "start at most one process per GPU"
+        )
+    return torch.device("cuda", local_rank)
+
+
+@contextlib.contextmanager
+def distributed(timeout_s: int) -> Iterator[DistInfo]:
+    """Init the process group (if launched by torchrun), yield this rank's DistInfo, tear down."""
+    rank, world, local = read_env(os.environ)
+    device = pick_device(local)
+    initialized = False
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        torch_dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
+        )
+        initialized = True
+    elif device.type == "cuda":
+        torch.cuda.set_device(device)
+    info = DistInfo(rank=rank, world_size=world, local_rank=local, device=device, initialized=initialized)
+    try:
+        yield info
+    finally:
+        if initialized:
+            torch_dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.initialized:
+        if info.device.type == "cuda":
+            torch_dist.barrier(device_ids=[info.device.index])
+        else:
+            torch_dist.barrier()
+
+
+def broadcast_object(info: DistInfo, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not info.initialized:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_ok(info: DistInfo, ok: bool) -> bool:
+    """True on every rank only if `ok` is true on every rank (so all fail together, none hangs)."""
+    if not info.initialized:
+        return ok
+    flag = torch.tensor([0 if ok else 1], device=info.device)
+    torch_dist.all_reduce(flag)
+    return int(flag.item()) == 0
+
+
+class RankFilter(logging.Filter):
+    def __init__(self, rank: int, world_size: int) -> None:
+        super().__init__()
+        self.prefix = f"[rank {rank}/{world_size}]"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.rank = self.prefix
+        return True
+
+
+def setup_logging(rank: int, world_size: int, quiet: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RankFilter(rank, world_size))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(rank)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("ddp_eval")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False

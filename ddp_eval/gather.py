@@ -1,0 +1,19 @@
+"""Rank 0: shard records + benchmark table -> one predictions table, each row exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ddp_eval.data.rows import Benchmark
+from ddp_eval.shards import merge_records, read_shards
+
+
+def gather_predictions(benchmark: Benchmark, output_dir: Path) -> pd.DataFrame:
+    """The benchmark's columns (no images) + prediction, in benchmark order."""
+    expected = [s.index for s in benchmark.samples]
+    merged = merge_records(read_shards(output_dir), expected)
+    table = benchmark.table.copy()
+    table["prediction"] = [merged[i]["prediction"] for i in expected]
+    return table

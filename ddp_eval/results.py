@@ -1,0 +1,34 @@
+"""Predictions table -> scored outputs on disk. Shared by a run (rank 0) and `ddp_eval score`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ddp_eval.report import format_table, write_metrics, write_predictions, write_submission
+from ddp_eval.scoring.score import answer_status, extract_only, normalize_columns, score_table
+
+log = logging.getLogger(__name__)
+
+
+def finish(table: pd.DataFrame, out_dir: Path, score: bool = True) -> dict | None:
+    """Write predictions (+ metrics when the rows have answers); return the metrics or None."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = normalize_columns(table)
+    if answer_status(table) == "none":
+        table = extract_only(table)
+        write_predictions(table, out_dir)
+        path = write_submission(table, out_dir)
+        log.warning("the benchmark has no answers (a test split): scoring skipped; submit %s", path)
+        return None
+    if not score:
+        write_predictions(table, out_dir)
+        log.info("scoring.enabled is false: wrote predictions only")
+        return None
+    table, metrics = score_table(table)
+    write_predictions(table, out_dir)
+    write_metrics(metrics, out_dir)
+    print(format_table(metrics), flush=True)
+    return metrics

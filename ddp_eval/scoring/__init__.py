@@ -1,0 +1,1 @@
+"""Answer extraction and metrics: pure functions on strings and numbers (no torch)."""

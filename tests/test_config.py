@@ -1,0 +1,69 @@
+import pytest
+
+from ddp_eval.config import apply_override, load_config
+from ddp_eval.errors import DdpEvalError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "model:\n  path: m\ndata:\n  path: d.tsv\n"
+
+
+def test_defaults_match_vlmevalkit_for_qwen2_vl(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.model.min_pixels == 1280 * 28 * 28
+    assert cfg.model.max_pixels == 16384 * 28 * 28
+    assert cfg.generation.greedy is True
+
+
+def test_set_overrides_nested_keys_with_yaml_values(tmp_path):
+    cfg = load_config(write(tmp_path, BASE), ["run.batch_size=32", "data.limit=null", "generation.greedy=false"])
+    assert cfg.run.batch_size == 32
+    assert cfg.data.limit is None
+    assert cfg.generation.greedy is False
+
+
+def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
+    with pytest.raises(DdpEvalError) as err:
+        load_config(write(tmp_path, BASE + "run:\n  batchsize: 4\n"))
+    assert "run.batchsize" in str(err.value)
+    assert "run.batch_size" in str(err.value)
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(DdpEvalError, match="unknown config key modle"):
+        load_config(write(tmp_path, BASE + "modle:\n  path: x\n"))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(DdpEvalError) as err:
+        load_config(write(tmp_path, BASE), ["run.batch_size=eight"])
+    assert "run.batch_size" in str(err.value) and "'eight'" in str(err.value)
+
+
+def test_bool_is_not_accepted_as_int(tmp_path):
+    with pytest.raises(DdpEvalError, match="run.batch_size"):
+        load_config(write(tmp_path, BASE), ["run.batch_size=true"])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(DdpEvalError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_required_paths_and_bad_choices(tmp_path):
+    with pytest.raises(DdpEvalError, match="model.path"):
+        load_config(None, ["data.path=x"])
+    with pytest.raises(DdpEvalError, match="model.dtype"):
+        load_config(write(tmp_path, BASE), ["model.dtype=fp8"])
+    with pytest.raises(DdpEvalError, match="min_pixels"):
+        load_config(write(tmp_path, BASE), ["model.min_pixels=100", "model.max_pixels=10"])
+
+
+def test_override_needs_equals_sign():
+    with pytest.raises(DdpEvalError, match="key.sub=value"):
+        apply_override({}, "run.batch_size")

@@ -1,0 +1,34 @@
+import pytest
+
+from ddp_eval.plan import batches_for_rank, plan_batches, skip_done
+
+
+def costs(n):
+    return {i: (i * 7919) % 13 for i in range(n)}
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7, 64])
+@pytest.mark.parametrize("n_rows", [1, 10, 23])
+def test_every_row_predicted_once_when_world_size_does_not_divide(world_size, n_rows):
+    plan = plan_batches(costs(n_rows), batch_size=4)
+    assigned = [i for r in range(world_size) for b in batches_for_rank(plan, r, world_size) for i in b.indices]
+    assert sorted(assigned) == list(range(n_rows))
+
+
+def test_batches_do_not_depend_on_world_size():
+    plan = plan_batches(costs(50), batch_size=8)
+    for world_size in (1, 2, 3, 5):
+        batches = sorted((b for r in range(world_size) for b in batches_for_rank(plan, r, world_size)),
+                         key=lambda b: b.batch_id)
+        assert batches == plan
+
+
+def test_rows_sorted_by_cost_largest_first_ties_by_index():
+    plan = plan_batches({0: 5, 1: 9, 2: 5, 3: 1}, batch_size=2)
+    assert [b.indices for b in plan] == [(1, 0), (2, 3)]
+
+
+def test_skip_done_drops_done_rows_and_empty_batches():
+    plan = plan_batches({i: 0 for i in range(6)}, batch_size=2)
+    left = skip_done(plan, {0, 1, 3})
+    assert [(b.batch_id, b.indices) for b in left] == [(1, (2,)), (2, (4, 5))]
