@@ -27,7 +27,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_predictions(table: pd.DataFrame, out_dir: Path) -> Path:
     path = out_dir / PREDICTIONS
-    atomic_write_text(path, table.to_csv(sep="\t", index=False))
+    # Quote every text cell: a reply may hold tabs, newlines or a bare carriage return, which
+    # minimal quoting leaves bare and which would split the row for any TSV reader.
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, quoting=csv.QUOTE_NONNUMERIC))
     return path
 
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: the tiny offline checkpoints and the demo benchmark, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddp_eval.config import load_config
+from ddp_eval.demo import build_benchmark_rows, build_checkpoint, write_tsv
+from ddp_eval.dist import DistInfo
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small images keep the CPU tests fast; the resizing logic is the same as at full size.
+SMALL_PIXELS = ["model.min_pixels=3136", "model.max_pixels=50176"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_checkpoint(tmp_path_factory.mktemp("qwen2_vl") / "model", family="qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_25(tmp_path_factory) -> Path:
+    return build_checkpoint(tmp_path_factory.mktemp("qwen2_5_vl") / "model", family="qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def demo_tsv(tmp_path_factory) -> Path:
+    return write_tsv(build_benchmark_rows(), tmp_path_factory.mktemp("bench") / "mmbench_demo.tsv")
+
+
+@pytest.fixture
+def make_config(tiny_model, demo_tsv, tmp_path):
+    def make(*overrides: str, model: Path | None = None, data: Path | None = None):
+        base = [f"model.path={model or tiny_model}", f"data.path={data or demo_tsv}", "model.dtype=float32",
+                f"run.output_dir={tmp_path / 'out'}", "generation.max_new_tokens=6", "run.num_workers=0",
+                *SMALL_PIXELS]
+        return load_config(None, [*base, *overrides])
+
+    return make
+
+
+@pytest.fixture
+def single_process() -> DistInfo:
+    return DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized=False)

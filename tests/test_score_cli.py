@@ -1,0 +1,82 @@
+"""`python -m ddp_eval score`: re-score a predictions file without a model; errors at the CLI edge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.results import finish
+
+
+def table(predictions, answers=("A", "B", "A", "A")):
+    return pd.DataFrame({
+        "index": [0, 1, 1_000_000, 1_000_001][: len(predictions)],
+        "question": ["q0", "q1", "q0", "q1"][: len(predictions)],
+        "hint": [None] * len(predictions),
+        "A": ["cat", "red", "dog", "blue"][: len(predictions)],
+        "B": ["dog", "blue", "cat", "red"][: len(predictions)],
+        "answer": list(answers)[: len(predictions)],
+        "category": ["animals", "colors", "animals", "colors"][: len(predictions)],
+        "L2-category": ["p", "p", "p", "p"][: len(predictions)],
+        "prediction": predictions,
+    })
+
+
+def run_score(*args):
+    return subprocess.run([sys.executable, "-m", "ddp_eval", "score", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_score_vlmevalkit_xlsx_writes_the_same_outputs_as_a_run(tmp_path):
+    path = tmp_path / "Qwen2-VL-2B-Instruct_MMBench_DEV_EN.xlsx"
+    table(["A", "The answer is B", "cat", "blue"]).to_excel(path, index=False)
+    done = run_score(path, "--output-dir", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    scored = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")
+    assert list(scored["extracted"]) == ["A", "B", "B", "A"]
+    assert list(scored["hit"]) == [1, 1, 0, 1]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["accuracy"]["overall"] == 0.75
+    assert metrics["accuracy"]["l2-category"] == {"p": 0.75}  # column names lower-cased, as VLMEvalKit
+    assert metrics["circular"]["groups"] == 2 and metrics["circular"]["overall"] == 0.5
+    assert (tmp_path / "out" / "accuracy_by_category.csv").read_text().startswith("category,accuracy,circular")
+    assert "Overall" in done.stdout
+
+
+def test_rescoring_our_own_predictions_round_trips_awkward_replies(tmp_path):
+    replies = ["A\r", "tab\there B", "line\nbreak \"A\"", "B"]
+    finish(table(replies), tmp_path / "run")
+    again = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
+    assert list(again["prediction"]) == replies
+    finish(again.drop(columns=["extracted", "hit"]), tmp_path / "rescored")
+    a = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
+    assert a == b
+
+
+def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path):
+    metrics = finish(table(["A", "B"], answers=(None, None)), tmp_path)
+    assert metrics is None
+    assert (tmp_path / "submission.xlsx").exists() and not (tmp_path / "metrics.json").exists()
+    assert list(pd.read_excel(tmp_path / "submission.xlsx")["prediction"]) == ["A", "B"]
+
+
+def test_mixed_answers_are_an_error_naming_rows(tmp_path):
+    with pytest.raises(DdpEvalError, match=r"1 of 2 rows have no answer \(index 1\)"):
+        finish(table(["A", "B"], answers=("A", None)), tmp_path)
+
+
+def test_cli_prints_user_errors_in_one_line_with_status_2(tmp_path):
+    done = run_score(tmp_path / "absent.tsv")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ddp_eval: error: predictions file not found: {tmp_path / 'absent.tsv'}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  path: m\n  colour: red\ndata:\n  path: d\n")
+    done = subprocess.run([sys.executable, "-m", "ddp_eval", "--config", str(bad)], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown config key model.colour" in done.stderr
+    assert "Traceback" not in done.stderr
