@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.stop import Stopped
 
 log = logging.getLogger("ddp_eval")
 
@@ -31,6 +32,8 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set run.batch_size=16 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="predict again the rows recorded as failed (bad image, out of memory)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     except DdpEvalError as err:
         print(f"ddp_eval: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Stopped as err:
+        print(f"ddp_eval: {err}", file=sys.stderr, flush=True)
+        sys.exit(128 + err.signum)
     except KeyboardInterrupt:
         print("ddp_eval: interrupted; predictions written so far are kept, re-run to resume", file=sys.stderr)
         sys.exit(130)
@@ -54,12 +60,12 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     from ddp_eval import dist
     from ddp_eval.config import load_config
-    from ddp_eval.runner import run
+    from ddp_eval.runner import Options, run
 
     cfg = load_config(args.config, args.overrides)
     with dist.distributed(cfg.run.dist_timeout_s) as info:
         dist.setup_logging(info.rank, info.world_size, quiet=args.quiet)
-        run(cfg, info, show_progress=not args.quiet)
+        run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed))
 
 
 def _score(args: argparse.Namespace) -> None:

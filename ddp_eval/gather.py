@@ -11,9 +11,10 @@ from ddp_eval.shards import merge_records, read_shards
 
 
 def gather_predictions(benchmark: Benchmark, output_dir: Path) -> pd.DataFrame:
-    """The benchmark's columns (no images) + prediction, in benchmark order."""
+    """The benchmark's columns (no images) + prediction + error (empty unless the row failed)."""
     expected = [s.index for s in benchmark.samples]
-    merged = merge_records(read_shards(output_dir), expected)
+    merged = merge_records(read_shards(output_dir).records, expected)
     table = benchmark.table.copy()
     table["prediction"] = [merged[i]["prediction"] for i in expected]
+    table["error"] = [merged[i].get("error", "") for i in expected]
     return table

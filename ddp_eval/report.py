@@ -17,6 +17,7 @@ import pandas as pd
 PREDICTIONS = "predictions.tsv"
 METRICS = "metrics.json"
 SUBMISSION = "submission.xlsx"
+FAILURES = "failures.tsv"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -31,6 +32,19 @@ def write_predictions(table: pd.DataFrame, out_dir: Path) -> Path:
     # minimal quoting leaves bare and which would split the row for any TSV reader.
     atomic_write_text(path, table.to_csv(sep="\t", index=False, quoting=csv.QUOTE_NONNUMERIC))
     return path
+
+
+def write_failures(table: pd.DataFrame, out_dir: Path) -> tuple[int, Path] | None:
+    """failures.tsv: index + reason of every row that got no prediction; None when there are none."""
+    path = out_dir / FAILURES
+    if "error" not in table.columns:
+        return None
+    failed = table[table["error"].fillna("").astype(str) != ""]
+    if failed.empty:
+        path.unlink(missing_ok=True)
+        return None
+    atomic_write_text(path, failed[["index", "error"]].to_csv(sep="\t", index=False, quoting=csv.QUOTE_NONNUMERIC))
+    return len(failed), path
 
 
 def write_submission(table: pd.DataFrame, out_dir: Path) -> Path:

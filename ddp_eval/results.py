@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddp_eval.report import format_table, write_metrics, write_predictions, write_submission
+from ddp_eval.report import format_table, write_failures, write_metrics, write_predictions, write_submission
 from ddp_eval.scoring.score import answer_status, extract_only, normalize_columns, score_table
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,9 @@ def finish(table: pd.DataFrame, out_dir: Path, score: bool = True) -> dict | Non
     """Write predictions (+ metrics when the rows have answers); return the metrics or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = normalize_columns(table)
+    failures = write_failures(table, out_dir)
+    if failures:
+        log.warning("%d rows failed (counted as wrong); listed in %s", failures[0], failures[1])
     if answer_status(table) == "none":
         table = extract_only(table)
         write_predictions(table, out_dir)
@@ -28,6 +31,7 @@ def finish(table: pd.DataFrame, out_dir: Path, score: bool = True) -> dict | Non
         log.info("scoring.enabled is false: wrote predictions only")
         return None
     table, metrics = score_table(table)
+    metrics["failed"] = failures[0] if failures else 0
     write_predictions(table, out_dir)
     write_metrics(metrics, out_dir)
     print(format_table(metrics), flush=True)

@@ -1,8 +1,8 @@
 """The evaluation job: plan, predict this rank's batches into its shard, then rank 0 gathers and scores.
 
-    data ready (rank 0 downloads) -> plan (same on every rank) -> skip rows already in shards
-    -> load replica on this rank's device -> batches in, one shard write per batch out
-    -> barrier -> rank 0: merge, check exactly-once, score, report
+    data ready (rank 0 downloads) -> plan (same on every rank) -> rank 0 checks the output dir and
+    finds rows already predicted -> load the replica on this rank's device -> batches in, one shard
+    write per batch out -> completion marker -> rank 0: wait for all ranks, merge, score, report
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ddp_eval import dist
+from ddp_eval import completion, dist
 from ddp_eval.config import Config, to_dict
 from ddp_eval.data.download import ensure_downloaded, is_benchmark_name
 from ddp_eval.data.load import load_benchmark
@@ -24,14 +25,26 @@ from ddp_eval.data.rows import Benchmark
 from ddp_eval.dist import DistInfo
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.gather import gather_predictions
+from ddp_eval.generate import Replica, predict_batch
+from ddp_eval.identity import run_identity
 from ddp_eval.inputs import BatchDataset, PreparedBatch
-from ddp_eval.model import check_inputs_device, load_model, load_processor
+from ddp_eval.model import load_model, load_processor
 from ddp_eval.plan import PlannedBatch, batches_for_rank, plan_batches, skip_done
 from ddp_eval.prompts import build_prompt
+from ddp_eval.report import atomic_write_text
 from ddp_eval.results import finish
-from ddp_eval.shards import ShardWriter, done_indices, shard_path
+from ddp_eval.shards import ShardWriter, check_identity, done_indices, read_shards, shard_path
+from ddp_eval.stop import StopFlag, ignore_stop_signals
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-invocation switches from the command line (not part of the config)."""
+
+    show_progress: bool = True
+    retry_failed: bool = False
 
 
 def row_costs(benchmark: Benchmark, min_pixels: int, max_pixels: int) -> dict[int, int]:
@@ -42,32 +55,70 @@ def row_costs(benchmark: Benchmark, min_pixels: int, max_pixels: int) -> dict[in
     costs = {}
     for s in benchmark.samples:
         if s.image_key not in image_tokens:
-            width, height = benchmark.images.size(s.image_key)
-            h, w = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-            image_tokens[s.image_key] = (h // 28) * (w // 28)
+            try:
+                width, height = benchmark.images.size(s.image_key)
+                h, w = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+                image_tokens[s.image_key] = (h // 28) * (w // 28)
+            except (DdpEvalError, ValueError):
+                image_tokens[s.image_key] = 0  # fails again, with its reason, when its batch is prepared
         costs[s.index] = image_tokens[s.image_key] + len(build_prompt(s)) // 4
     return costs
 
 
 def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
     if is_benchmark_name(cfg.data.path):
+        error = None
         if info.is_main:
-            ensure_downloaded(cfg.data.path, cfg.data.cache_dir, cfg.data.mirror, cfg.data.md5)
-        dist.barrier(info)  # the other ranks wait here while rank 0 downloads
+            try:
+                ensure_downloaded(cfg.data.path, cfg.data.cache_dir, cfg.data.mirror, cfg.data.md5)
+            except DdpEvalError as err:
+                error = str(err)
+        error = dist.broadcast_object(info, error)  # the other ranks wait here while rank 0 downloads
+        if error:
+            raise DdpEvalError(error)
     return load_benchmark(cfg.data)
 
 
-def write_run_info(cfg: Config, info: DistInfo, benchmark: Benchmark, out: Path) -> None:
-    meta = {
-        "benchmark": benchmark.name, "source": benchmark.source, "rows": len(benchmark.samples),
-        "model": str(Path(cfg.model.path).resolve()), "world_size": info.world_size, "config": to_dict(cfg),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+def resume_state(cfg: Config, info: DistInfo, benchmark: Benchmark, out: Path,
+                 options: Options) -> tuple[set[int], str]:
+    """Rank 0 checks the output dir and lists rows already predicted; every rank gets its answer."""
+    state: tuple[set[int], str] | str
+    if info.is_main:
+        try:
+            state = _scan_output_dir(cfg, info, benchmark, out, options)
+        except DdpEvalError as err:
+            state = str(err)
+    else:
+        state = ""
+    state = dist.broadcast_object(info, state)
+    if isinstance(state, str):
+        raise DdpEvalError(state)
+    return state
 
 
-def _identity(batch: PreparedBatch) -> PreparedBatch:
-    return batch
+def _scan_output_dir(cfg: Config, info: DistInfo, benchmark: Benchmark, out: Path,
+                     options: Options) -> tuple[set[int], str]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DdpEvalError(f"run.output_dir: cannot write to {out} ({err.strerror or err})") from None
+    contents = read_shards(out)
+    identity = run_identity(cfg, benchmark)
+    check_identity(contents, identity, out)
+    known = {s.index for s in benchmark.samples}
+    stray = sorted({int(r["index"]) for r in contents.records} - known)
+    if stray:
+        raise DdpEvalError(f"{out} holds predictions for rows not in this benchmark (index {stray[:5]}); "
+                           "use another run.output_dir")
+    completion.clear_markers(out)
+    meta = {"benchmark": benchmark.name, "source": benchmark.source, "rows": len(benchmark.samples),
+            "world_size": info.world_size, "identity": identity, "config": to_dict(cfg),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(out / "run.json", json.dumps(meta, indent=2) + "\n")
+    return done_indices(contents, retry_failed=options.retry_failed), uuid.uuid4().hex[:12]
 
 
 def generation_kwargs(cfg: Config) -> dict:
@@ -79,65 +130,71 @@ def generation_kwargs(cfg: Config) -> dict:
             "top_p": gen.top_p, "top_k": None}
 
 
-@torch.inference_mode()
-def predict(cfg: Config, info: DistInfo, benchmark: Benchmark, batches: list[PlannedBatch], processor,
-            writer: ShardWriter, show_progress: bool) -> int:
-    """Generate for `batches`, appending each finished batch to this rank's shard. Returns rows done."""
-    model = load_model(cfg.model, info.device)
-    dataset = BatchDataset(processor, benchmark, batches, cfg.model.min_pixels, cfg.model.max_pixels)
+def _identity(batch: PreparedBatch) -> PreparedBatch:
+    return batch
+
+
+def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica, writer: ShardWriter,
+            stop: StopFlag, show_progress: bool) -> int:
+    """Generate for this rank's batches, appending each finished batch to the shard. Returns rows done."""
+    import torch
+
     loader = DataLoader(dataset, batch_size=None, num_workers=cfg.run.num_workers, collate_fn=_identity,
-                        pin_memory=info.device.type == "cuda")
-    gen_kwargs = generation_kwargs(cfg)
-    rows = sum(len(b.indices) for b in batches)
+                        pin_memory=info.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+    rows = sum(len(b.indices) for b in dataset.batches)
     bar = tqdm(total=rows, unit="row", desc=f"rank {info.rank}", disable=not show_progress)
-    done, checked = 0, False
+    done = failed = 0
     for prepared in loader:
-        inputs = prepared.inputs.to(info.device, non_blocking=True)
-        if not checked:
-            check_inputs_device(inputs, info.device)
-            checked = True
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
-        output = model.generate(**inputs, **gen_kwargs)
-        replies = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True,
-                                         clean_up_tokenization_spaces=False)
-        writer.write_batch(
-            {"index": index, "prediction": reply, "batch": prepared.batch_id, "rank": info.rank}
-            for index, reply in zip(prepared.indices, replies)
-        )
-        done += len(prepared.indices)
-        bar.update(len(prepared.indices))
+        records = predict_batch(replica.replies, prepared, lambda part, b=prepared.batch_id: dataset.prepare(b, part))
+        writer.write_batch({**r, "batch": prepared.batch_id, "rank": info.rank} for r in records)
+        for r in records:
+            if r.get("error"):
+                failed += 1
+                log.warning("row %s failed: %s", r["index"], r["error"])
+        done += len(records)
+        bar.update(len(records))
+        stop.check(f"rank {info.rank} wrote {done} of {rows} rows; re-run the same command to resume")
     bar.close()
+    if failed:
+        log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
     return done
 
 
-def run(cfg: Config, info: DistInfo, show_progress: bool = True) -> dict | None:
+def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
     out = Path(cfg.run.output_dir)
     benchmark = prepare_data(cfg, info)
     processor = load_processor(cfg.model)
-    if info.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DdpEvalError(f"run.output_dir: cannot create {out} ({err.strerror})") from None
-        write_run_info(cfg, info, benchmark, out)
-    # Rank 0 reads what earlier runs (of any world size) already predicted; all ranks use its view.
-    done = dist.broadcast_object(info, done_indices(out) if info.is_main else None)
+    done, run_id = resume_state(cfg, info, benchmark, out, options)
     plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size)
     mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
     todo = sum(len(b.indices) for b in mine)
     log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
              len(benchmark.samples), len(plan), todo, len(mine), len(done))
-    start = time.perf_counter()
-    with ShardWriter(shard_path(out, info.rank, info.world_size)) as writer:
-        if mine:
-            predicted = predict(cfg, info, benchmark, mine, processor, writer, show_progress and info.is_main)
-            elapsed = time.perf_counter() - start
-            log.info("predicted %d rows in %.1f s (%.2f rows/s)", predicted, elapsed, predicted / max(elapsed, 1e-9))
-    dist.barrier(info)
+    try:
+        with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
+                                              run_identity(cfg, benchmark)) as writer:
+            if mine:
+                _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options)
+    except BaseException as err:
+        completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
+        raise
+    completion.mark(out, run_id, info.rank, "done")
     if not info.is_main:
         return None
+    completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
     table = gather_predictions(benchmark, out)
     metrics = finish(table, out, score=cfg.scoring.enabled)
     log.info("results in %s", out)
     return metrics
+
+
+def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor, mine: list[PlannedBatch],
+                   writer: ShardWriter, stop: StopFlag, options: Options) -> None:
+    start = time.perf_counter()
+    replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg))
+    dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels)
+    predicted = predict(cfg, info, dataset, replica, writer, stop, options.show_progress and info.is_main)
+    elapsed = time.perf_counter() - start
+    log.info("predicted %d rows in %.1f s (%.2f rows/s)", predicted, elapsed, predicted / max(elapsed, 1e-9))

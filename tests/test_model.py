@@ -9,7 +9,9 @@ import torch
 from ddp_eval.config import ModelConfig
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.model import check_inputs_device, check_model_device, load_model, load_processor
-from ddp_eval.runner import run
+from ddp_eval.runner import Options, run
+
+QUIET = Options(show_progress=False)
 
 
 def predictions(out_dir):
@@ -47,23 +49,23 @@ def test_missing_model_dir_and_dir_without_config_are_named(tmp_path):
 
 
 def test_batched_predictions_equal_batch_one_in_float32(make_config, single_process, tmp_path):
-    run(make_config("run.batch_size=8", f"run.output_dir={tmp_path / 'b8'}"), single_process, show_progress=False)
-    run(make_config("run.batch_size=1", f"run.output_dir={tmp_path / 'b1'}"), single_process, show_progress=False)
+    run(make_config("run.batch_size=8", f"run.output_dir={tmp_path / 'b8'}"), single_process, QUIET)
+    run(make_config("run.batch_size=1", f"run.output_dir={tmp_path / 'b1'}"), single_process, QUIET)
     assert predictions(tmp_path / "b8") == predictions(tmp_path / "b1")
 
 
 def test_qwen2_5_vl_checkpoint_runs_with_no_code_change(make_config, single_process, tiny_model_25, tmp_path):
-    metrics = run(make_config("data.limit=12", model=tiny_model_25), single_process, show_progress=False)
+    metrics = run(make_config("data.limit=12", model=tiny_model_25), single_process, QUIET)
     assert metrics["rows"] == 12
     assert len(predictions(tmp_path / "out")) == 12
 
 
 def test_rerun_resumes_and_predicts_nothing_twice(make_config, single_process, tmp_path):
     cfg = make_config("data.limit=20")
-    run(cfg, single_process, show_progress=False)
+    run(cfg, single_process, QUIET)
     shard = next((tmp_path / "out" / "shards").glob("*.jsonl"))
     lines = shard.read_text().splitlines()
-    shard.write_text("\n".join(lines[:7]) + "\n")  # as if killed after 7 rows
-    run(cfg, single_process, show_progress=False)
-    indices = [json.loads(x)["index"] for x in shard.read_text().splitlines()]
+    shard.write_text("\n".join(lines[:8]) + "\n")  # header + 7 rows: as if killed after 7 rows
+    run(cfg, single_process, QUIET)
+    indices = [json.loads(x)["index"] for x in shard.read_text().splitlines()[1:]]
     assert len(indices) == 20 and len(set(indices)) == 20

@@ -1,19 +1,23 @@
 import pytest
 
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.shards import ShardWriter, done_indices, merge_records, read_shards, shard_path
+from ddp_eval.shards import ShardWriter, check_identity, done_indices, merge_records, read_shards, shard_path
+
+IDENTITY = {"benchmark": "b", "model": "m"}
 
 
 def test_cut_last_line_is_ignored_then_trimmed_before_append(tmp_path):
     path = shard_path(tmp_path, 0, 2)
-    with ShardWriter(path) as w:
+    with ShardWriter(path, IDENTITY) as w:
         w.write_batch([{"index": 1, "prediction": "A"}, {"index": 2, "prediction": "B"}])
     with path.open("a") as f:
         f.write('{"index": 3, "predic')  # a crash mid-write
-    assert done_indices(tmp_path) == {1, 2}
-    with ShardWriter(path) as w:
+    assert done_indices(read_shards(tmp_path)) == {1, 2}
+    with ShardWriter(path, IDENTITY) as w:
         w.write_batch([{"index": 3, "prediction": "C"}])
-    assert [r["index"] for r in read_shards(tmp_path)] == [1, 2, 3]
+    contents = read_shards(tmp_path)
+    assert [r["index"] for r in contents.records] == [1, 2, 3]
+    assert list(contents.identities.values()) == [IDENTITY]  # one header, not re-written on append
 
 
 def test_shards_of_all_world_sizes_are_read(tmp_path):
@@ -21,7 +25,15 @@ def test_shards_of_all_world_sizes_are_read(tmp_path):
         w.write_batch([{"index": 1, "prediction": "A"}])
     with ShardWriter(shard_path(tmp_path, 1, 2)) as w:
         w.write_batch([{"index": 2, "prediction": "B"}])
-    assert done_indices(tmp_path) == {1, 2}
+    assert done_indices(read_shards(tmp_path)) == {1, 2}
+
+
+def test_shards_of_another_run_are_refused_naming_the_difference(tmp_path):
+    with ShardWriter(shard_path(tmp_path, 0, 1), IDENTITY):
+        pass
+    with pytest.raises(DdpEvalError, match="benchmark: 'b' there, 'other' now"):
+        check_identity(read_shards(tmp_path), {**IDENTITY, "benchmark": "other"}, tmp_path)
+    check_identity(read_shards(tmp_path), dict(IDENTITY), tmp_path)
 
 
 def test_merge_names_missing_duplicate_and_foreign_rows():
@@ -30,6 +42,20 @@ def test_merge_names_missing_duplicate_and_foreign_rows():
         merge_records(records, [1, 2])
     text = str(err.value)
     assert "1 missing (e.g. 2)" in text and "more than once (1)" in text and "not in the benchmark (9)" in text
+
+
+def test_failed_record_is_superseded_by_a_later_success():
+    records = [{"index": 1, "prediction": "", "error": "bad image"}, {"index": 1, "prediction": "A"},
+               {"index": 2, "prediction": "", "error": "bad image"}]
+    merged = merge_records(records, [1, 2])
+    assert merged[1]["prediction"] == "A" and merged[2]["error"] == "bad image"
+
+
+def test_retry_failed_leaves_failed_rows_to_do(tmp_path):
+    with ShardWriter(shard_path(tmp_path, 0, 1)) as w:
+        w.write_batch([{"index": 1, "prediction": "A"}, {"index": 2, "prediction": "", "error": "x"}])
+    assert done_indices(read_shards(tmp_path)) == {1, 2}
+    assert done_indices(read_shards(tmp_path), retry_failed=True) == {1}
 
 
 def test_damaged_middle_line_is_an_error(tmp_path):

@@ -45,8 +45,9 @@ def predictions(out: Path) -> dict[int, str]:
 
 
 def shard_records(out: Path) -> list[dict]:
-    return [json.loads(line) for p in sorted((out / "shards").glob("*.jsonl"))
-            for line in p.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for p in sorted((out / "shards").glob("*.jsonl"))
+             for line in p.read_text().splitlines() if line.strip()]
+    return [r for r in lines if "index" in r]  # skip the header lines
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,72 @@
+"""Model inputs -> replies on one device, with CUDA out-of-memory handled by splitting the batch.
+
+A batch that runs out of memory is split in halves (re-preprocessed) and retried, down to one row;
+only a single row that still does not fit is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ddp_eval.inputs import PreparedBatch
+from ddp_eval.model import check_inputs_device
+
+log = logging.getLogger(__name__)
+
+
+class Replica:
+    """The model, its processor and generation settings on this rank's device."""
+
+    def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any]) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.gen_kwargs = gen_kwargs
+        self._checked = False
+
+    @torch.inference_mode()
+    def replies(self, inputs) -> list[str]:
+        inputs = inputs.to(self.device, non_blocking=True)
+        if not self._checked:
+            check_inputs_device(inputs, self.device)
+            self._checked = True
+        output = self.model.generate(**inputs, **self.gen_kwargs)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def predict_batch(replies: Callable[[Any], list[str]], prepared: PreparedBatch,
+                  prepare: Callable[[tuple[int, ...]], PreparedBatch]) -> list[dict[str, Any]]:
+    """Records for every row of `prepared` (failed rows included); splits on out-of-memory."""
+    records = [{"index": i, "prediction": "", "error": reason} for i, reason in prepared.failed.items()]
+    if not prepared.indices:
+        return records
+    try:
+        texts = replies(prepared.inputs)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        prepared.inputs = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(prepared.indices) == 1:
+            log.error("row %d does not fit in GPU memory even alone; recorded as failed", prepared.indices[0])
+            return records + [{"index": prepared.indices[0], "prediction": "",
+                               "error": "CUDA out of memory with a batch of one row"}]
+        half = len(prepared.indices) // 2
+        log.warning("out of memory on a batch of %d rows; retrying as %d + %d", len(prepared.indices), half,
+                    len(prepared.indices) - half)
+        return records + [
+            record
+            for part in (prepared.indices[:half], prepared.indices[half:])
+            for record in predict_batch(replies, prepare(part), prepare)
+        ]
+    return records + [{"index": i, "prediction": t} for i, t in zip(prepared.indices, texts)]

@@ -1,0 +1,50 @@
+"""What a set of shards belongs to: benchmark contents, model, and the settings that change replies.
+
+Written as the first line of every shard; a run refuses an output dir whose shards carry another
+identity, so predictions of two different runs are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ddp_eval.config import Config
+from ddp_eval.data.rows import Benchmark
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def benchmark_digest(benchmark: Benchmark) -> str:
+    return _digest([[s.index, s.question, s.hint, s.options, s.answer] for s in benchmark.samples])
+
+
+def model_digest(model_dir: Path) -> str:
+    config = model_dir / "config.json"
+    return _digest(config.read_text(encoding="utf-8")) if config.is_file() else "none"
+
+
+def run_identity(cfg: Config, benchmark: Benchmark) -> dict[str, Any]:
+    model_dir = Path(cfg.model.path).resolve()
+    return {
+        "benchmark": benchmark.name,
+        "benchmark_digest": benchmark_digest(benchmark),
+        "model": str(model_dir),
+        "model_digest": model_digest(model_dir),
+        "dtype": cfg.model.dtype,
+        "min_pixels": cfg.model.min_pixels,
+        "max_pixels": cfg.model.max_pixels,
+        "generation": {
+            "max_new_tokens": cfg.generation.max_new_tokens, "greedy": cfg.generation.greedy,
+            "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
+        },
+    }
+
+
+def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    keys = sorted(set(ours) | set(theirs))
+    return [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys if ours.get(k) != theirs.get(k)]
