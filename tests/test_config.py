@@ -67,3 +67,13 @@ def test_required_paths_and_bad_choices(tmp_path):
 def test_override_needs_equals_sign():
     with pytest.raises(DdpEvalError, match="key.sub=value"):
         apply_override({}, "run.batch_size")
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    with pytest.raises(DdpEvalError, match="c.yaml is not valid YAML"):
+        load_config(write(tmp_path, "model: [unclosed\n"))
+
+
+def test_yaml_is_safe_loaded_so_tags_do_not_execute(tmp_path):
+    with pytest.raises(DdpEvalError, match="not valid YAML"):
+        load_config(write(tmp_path, "model: !!python/object/apply:os.system ['echo pwned']\n"))

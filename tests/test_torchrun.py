@@ -90,32 +90,72 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
+def signal_rank_mid_run(cmd: list[str], out: Path, rank: int, sig: int, world: int = 2):
+    """Start torchrun, send `sig` to `rank` once its shard holds two records; return the finished process."""
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shard = out / "shards" / f"rank{rank:03d}-of-{world:03d}.jsonl"
+    deadline, sent = time.time() + 120, False
+    while time.time() < deadline and proc.poll() is None and not sent:
+        if shard.exists() and len(shard.read_text().splitlines()) >= 3:  # header + 2 records
+            pid = _rank_pid(proc.pid, rank)
+            if pid is not None:
+                os.kill(pid, sig)
+                sent = True
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert sent, "the rank finished before the signal could be sent"
+    return proc.returncode, stdout, stderr
+
+
+SLOW = ["run.batch_size=2", "generation.max_new_tokens=40"]
+
+
 def test_rank_killed_mid_run_then_rerun_gives_every_row_once(config_file, tmp_path, single_process_predictions):
     out = tmp_path / "killed"
-    slow = [f"run.output_dir={out}", "run.batch_size=2", "generation.max_new_tokens=40"]
-    proc = subprocess.Popen(torchrun_cmd(2, config_file, *slow), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    shard = out / "shards" / "rank001-of-002.jsonl"
-    deadline = time.time() + 120
-    killed = False
-    while time.time() < deadline and proc.poll() is None:
-        if shard.exists() and len(shard.read_text().splitlines()) >= 2:
-            pid = _rank_pid(proc.pid, 1)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-                break
-        time.sleep(0.02)
-    proc.communicate(timeout=120)
-    assert killed, "rank 1 finished before it could be killed"
-    assert proc.returncode != 0
+    cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW)
+    code, _, _ = signal_rank_mid_run(cmd, out, 1, signal.SIGKILL)
+    assert code != 0
     before = {r["index"] for r in shard_records(out)}
     assert 0 < len(before) < len(single_process_predictions)
 
-    done = subprocess.run(torchrun_cmd(2, config_file, *slow), env=env(), capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     records = shard_records(out)
-    indices = [r["index"] for r in records]
-    assert sorted(indices) == sorted(single_process_predictions)  # every row exactly once
+    assert sorted(r["index"] for r in records) == sorted(single_process_predictions)  # every row exactly once
     assert len(records) - len(before) == len(single_process_predictions) - len(before)  # only the missing
     assert set(predictions(out)) == set(single_process_predictions)
+
+
+def test_sigterm_writes_the_batch_in_flight_whole_and_exits_nonzero(config_file, tmp_path):
+    out = tmp_path / "term"
+    cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW)
+    code, _, stderr = signal_rank_mid_run(cmd, out, 1, signal.SIGTERM)
+    assert code != 0
+    assert "stopped by SIGTERM" in stderr
+    records = shard_records(out)  # every line parses: no half-written batch
+    per_batch = {}
+    for r in records:
+        per_batch.setdefault(r["batch"], []).append(r["index"])
+    assert all(len(v) == 2 for b, v in per_batch.items() if b != max(per_batch))  # whole batches only
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(shard_records(out)) == 78
+
+
+def test_torchrun_max_restarts_resumes_from_the_shards(config_file, tmp_path):
+    out = tmp_path / "restarts"
+    cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW)
+    cmd.insert(cmd.index("--standalone"), "--max-restarts=1")
+    code, stdout, stderr = signal_rank_mid_run(cmd, out, 1, signal.SIGKILL)
+    assert code == 0, stderr[-3000:]
+    indices = [r["index"] for r in shard_records(out)]
+    assert len(indices) == len(set(indices)) == 78
+    assert "Overall" in stdout
+
+
+def test_world_size_larger_than_the_row_count(config_file, tmp_path):
+    out = tmp_path / "tiny"
+    done = subprocess.run(torchrun_cmd(3, config_file, f"run.output_dir={out}", "data.limit=2"), env=env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(predictions(out)) == [0, 1000000]

@@ -11,7 +11,7 @@ import binascii
 import io
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ddp_eval.errors import DdpEvalError
 
@@ -20,7 +20,10 @@ def decode_image(data: bytes, what: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except Exception as err:  # PIL raises many types for bad data
+    except UnidentifiedImageError:
+        raise DdpEvalError(f"{what}: cannot decode the image (not a recognised image format, {len(data)} bytes)") \
+            from None
+    except Exception as err:  # PIL raises many types for truncated or corrupt data
         raise DdpEvalError(f"{what}: cannot decode the image ({type(err).__name__}: {err})") from None
     if image.width == 0 or image.height == 0:
         raise DdpEvalError(f"{what}: the image has 0 pixels")
