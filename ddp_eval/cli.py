@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.stop import Stopped
+
+PROCESS_START = time.perf_counter()  # torch and transformers load later, inside the commands
 
 log = logging.getLogger("ddp_eval")
 
@@ -65,7 +68,8 @@ def _run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     with dist.distributed(cfg.run.dist_timeout_s) as info:
         dist.setup_logging(info.rank, info.world_size, quiet=args.quiet)
-        run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed))
+        run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed,
+                                 process_start=PROCESS_START))
 
 
 def _score(args: argparse.Namespace) -> None:

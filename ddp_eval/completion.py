@@ -32,8 +32,9 @@ def mark(output_dir: Path, run_id: str, rank: int, state: str, detail: str = "")
     path.write_text(json.dumps({"rank": rank, "detail": detail}) + "\n", encoding="utf-8")
 
 
-def wait_for_ranks(output_dir: Path, run_id: str, world_size: int, timeout_s: float, poll_s: float = 0.2) -> None:
-    """Return when every rank is done; raise naming failed or missing ranks and their shards."""
+def wait_for_ranks(output_dir: Path, run_id: str, world_size: int, timeout_s: float,
+                   poll_s: float = 0.2) -> list[str]:
+    """Every rank's done detail once all are done; raise naming failed or missing ranks and their shards."""
     deadline = time.monotonic() + timeout_s
     while True:
         failed = [r for r in range(world_size) if _marker(output_dir, run_id, r, "failed").exists()]
@@ -46,7 +47,8 @@ def wait_for_ranks(output_dir: Path, run_id: str, world_size: int, timeout_s: fl
                                "re-run the same command to resume from the shards")
         missing = [r for r in range(world_size) if not _marker(output_dir, run_id, r, "done").exists()]
         if not missing:
-            return
+            return [json.loads(_marker(output_dir, run_id, r, "done").read_text())["detail"]
+                    for r in range(world_size)]
         if time.monotonic() >= deadline:
             shards = ", ".join(str(shard_path(output_dir, r, world_size)) for r in missing)
             raise DdpEvalError(

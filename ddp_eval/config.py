@@ -26,6 +26,8 @@ class ModelConfig:
     path: str = ""
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
+    # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
+    compile_vision: bool = False
     min_pixels: int = 1280 * 28 * 28
     max_pixels: int = 16384 * 28 * 28
 
@@ -55,6 +57,8 @@ class GenerationConfig:
 class RunConfig:
     output_dir: str = "outputs/run"
     batch_size: int = 8
+    # Cap on prompt tokens per batch (rows x longest row, image tokens included); null: rows only.
+    batch_tokens: int | None = None
     num_workers: int = 2
     seed: int = 0
     # How long a rank waits for the others (process-group timeout), in seconds.
@@ -165,6 +169,8 @@ def validate(cfg: Config) -> None:
         )
     _positive("generation.max_new_tokens", cfg.generation.max_new_tokens)
     _positive("run.batch_size", cfg.run.batch_size)
+    if cfg.run.batch_tokens is not None:
+        _positive("run.batch_tokens", cfg.run.batch_tokens)
     _positive("run.dist_timeout_s", cfg.run.dist_timeout_s)
     if cfg.run.num_workers < 0:
         raise DdpEvalError(f"run.num_workers must be >= 0, got {cfg.run.num_workers}")

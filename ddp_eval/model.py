@@ -63,7 +63,9 @@ def load_processor(cfg: ModelConfig):
 
 def load_model(cfg: ModelConfig, device: torch.device):
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per rank for loading weights is noise; ours shows rows
     path = Path(cfg.path)
     check_model_dir(path)
     try:
@@ -77,7 +79,20 @@ def load_model(cfg: ModelConfig, device: torch.device):
         raise DdpEvalError(f"model.path: cannot load the model from {path} ({err})") from None
     model.eval()
     check_model_device(model, device)
+    if cfg.compile_vision:
+        compile_vision_blocks(model)
     return model
+
+
+def compile_vision_blocks(model: torch.nn.Module) -> None:
+    """torch.compile each block of the vision tower (dynamic shapes: images differ in size)."""
+    visual = getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+    blocks = getattr(visual, "blocks", None)
+    if blocks is None:
+        raise DdpEvalError("model.compile_vision: this model has no vision tower with blocks to compile")
+    for block in blocks:
+        block.compile(dynamic=True)
+    log.info("compiling %d vision blocks on first use", len(blocks))
 
 
 def check_model_device(model: torch.nn.Module, device: torch.device) -> None:

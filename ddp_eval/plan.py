@@ -17,15 +17,27 @@ class PlannedBatch:
     indices: tuple[int, ...]
 
 
-def plan_batches(costs: Mapping[int, int], batch_size: int) -> list[PlannedBatch]:
-    """Sort rows by cost (descending, ties by index) and cut them into batches of `batch_size`."""
+def plan_batches(costs: Mapping[int, int], batch_size: int, token_budget: int | None = None) -> list[PlannedBatch]:
+    """Sort rows by cost (descending, ties by index) and cut them into batches.
+
+    A batch takes at most `batch_size` rows and, with a `token_budget`, at most as many rows as keep
+    rows x longest row (the padded size) within the budget; a row over the budget alone still runs.
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     order = sorted(costs, key=lambda index: (-costs[index], index))
-    return [
-        PlannedBatch(batch_id=b, indices=tuple(order[start:start + batch_size]))
-        for b, start in enumerate(range(0, len(order), batch_size))
-    ]
+    groups: list[list[int]] = []
+    for index in order:
+        group = groups[-1] if groups else None
+        # Rows come longest first, so a batch's padded size is its first row's cost times its length.
+        fits = group is not None and len(group) < batch_size and (
+            token_budget is None or costs[group[0]] * (len(group) + 1) <= token_budget
+        )
+        if fits:
+            group.append(index)
+        else:
+            groups.append([index])
+    return [PlannedBatch(batch_id=b, indices=tuple(g)) for b, g in enumerate(groups)]
 
 
 def batches_for_rank(batches: list[PlannedBatch], rank: int, world_size: int) -> list[PlannedBatch]:

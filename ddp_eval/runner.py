@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -39,12 +39,26 @@ from ddp_eval.stop import StopFlag, ignore_stop_signals
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ShareStats:
+    """What one rank did, for logs and the run manifest."""
+
+    rows: int = 0
+    failed: int = 0
+    batches: int = 0
+    load_s: float = 0.0  # model load
+    first_batch_s: float | None = None  # process start -> first batch written
+    predict_s: float = 0.0  # first batch in -> last batch written (preprocessing overlapped)
+    peak_memory_gib: float | None = None
+
+
 @dataclass(frozen=True)
 class Options:
     """Per-invocation switches from the command line (not part of the config)."""
 
     show_progress: bool = True
     retry_failed: bool = False
+    process_start: float = 0.0  # time.perf_counter() at process start, for time-to-first-batch
 
 
 def row_costs(benchmark: Benchmark, min_pixels: int, max_pixels: int) -> dict[int, int]:
@@ -135,15 +149,16 @@ def _identity(batch: PreparedBatch) -> PreparedBatch:
 
 
 def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica, writer: ShardWriter,
-            stop: StopFlag, show_progress: bool) -> int:
-    """Generate for this rank's batches, appending each finished batch to the shard. Returns rows done."""
+            stop: StopFlag, stats: ShareStats, options: Options) -> None:
+    """Generate for this rank's batches, appending each finished batch to the shard."""
     import torch
 
     loader = DataLoader(dataset, batch_size=None, num_workers=cfg.run.num_workers, collate_fn=_identity,
                         pin_memory=info.device.type == "cuda", worker_init_fn=ignore_stop_signals)
     rows = sum(len(b.indices) for b in dataset.batches)
-    bar = tqdm(total=rows, unit="row", desc=f"rank {info.rank}", disable=not show_progress)
+    bar = tqdm(total=rows, unit="row", desc=f"rank {info.rank}", disable=not (options.show_progress and info.is_main))
     done = failed = 0
+    start = time.perf_counter()
     for prepared in loader:
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
@@ -154,12 +169,18 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
                 failed += 1
                 log.warning("row %s failed: %s", r["index"], r["error"])
         done += len(records)
+        stats.batches += 1
+        if stats.first_batch_s is None:
+            stats.first_batch_s = time.perf_counter() - options.process_start
         bar.update(len(records))
         stop.check(f"rank {info.rank} wrote {done} of {rows} rows; re-run the same command to resume")
     bar.close()
+    if info.device.type == "cuda":
+        torch.cuda.synchronize(info.device)
+        stats.peak_memory_gib = torch.cuda.max_memory_allocated(info.device) / 2**30
+    stats.predict_s, stats.rows, stats.failed = time.perf_counter() - start, done, failed
     if failed:
         log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
-    return done
 
 
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
@@ -167,7 +188,8 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     benchmark = prepare_data(cfg, info)
     processor = load_processor(cfg.model)
     done, run_id = resume_state(cfg, info, benchmark, out, options)
-    plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size)
+    plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size,
+                        cfg.run.batch_tokens)
     mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
     todo = sum(len(b.indices) for b in mine)
     log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
@@ -175,26 +197,41 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     try:
         with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
                                               run_identity(cfg, benchmark)) as writer:
-            if mine:
-                _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options)
+            stats = _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options) if mine \
+                else ShareStats()
     except BaseException as err:
         completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
         raise
-    completion.mark(out, run_id, info.rank, "done")
+    completion.mark(out, run_id, info.rank, "done", json.dumps(asdict(stats)))
     if not info.is_main:
         return None
-    completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
+    details = completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
     table = gather_predictions(benchmark, out)
     metrics = finish(table, out, score=cfg.scoring.enabled)
+    write_manifest(out, info, [json.loads(d) for d in details])
     log.info("results in %s", out)
     return metrics
 
 
+def write_manifest(out: Path, info: DistInfo, per_rank: list[dict]) -> None:
+    """Per-rank timings and totals beside run.json; rows/s counts the slowest rank's time."""
+    rows = sum(r["rows"] for r in per_rank)
+    slowest = max((r["predict_s"] for r in per_rank), default=0.0)
+    manifest = {"world_size": info.world_size, "rows_predicted": rows, "predict_s": slowest,
+                "rows_per_s": rows / slowest if slowest else None, "ranks": per_rank,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(out / "timings.json", json.dumps(manifest, indent=2) + "\n")
+
+
 def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor, mine: list[PlannedBatch],
-                   writer: ShardWriter, stop: StopFlag, options: Options) -> None:
+                   writer: ShardWriter, stop: StopFlag, options: Options) -> ShareStats:
+    stats = ShareStats()
     start = time.perf_counter()
     replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg))
+    stats.load_s = time.perf_counter() - start
     dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels)
-    predicted = predict(cfg, info, dataset, replica, writer, stop, options.show_progress and info.is_main)
-    elapsed = time.perf_counter() - start
-    log.info("predicted %d rows in %.1f s (%.2f rows/s)", predicted, elapsed, predicted / max(elapsed, 1e-9))
+    predict(cfg, info, dataset, replica, writer, stop, stats, options)
+    log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
+             stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
+             stats.first_batch_s or 0.0)
+    return stats

@@ -32,3 +32,22 @@ def test_skip_done_drops_done_rows_and_empty_batches():
     plan = plan_batches({i: 0 for i in range(6)}, batch_size=2)
     left = skip_done(plan, {0, 1, 3})
     assert [(b.batch_id, b.indices) for b in left] == [(1, (2,)), (2, (4, 5))]
+
+
+def test_token_budget_caps_padded_batch_size():
+    costs = {0: 100, 1: 90, 2: 50, 3: 50, 4: 50, 5: 10}
+    plan = plan_batches(costs, batch_size=8, token_budget=200)
+    assert [b.indices for b in plan] == [(0, 1), (2, 3, 4, 5)]
+    assert all(costs[b.indices[0]] * len(b.indices) <= 200 for b in plan)
+
+
+def test_row_over_the_budget_still_runs_alone():
+    plan = plan_batches({0: 500, 1: 20}, batch_size=8, token_budget=100)
+    assert [b.indices for b in plan] == [(0,), (1,)]
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_token_budget_plan_still_covers_every_row_once(world_size):
+    plan = plan_batches(costs(40), batch_size=5, token_budget=30)
+    assigned = [i for r in range(world_size) for b in batches_for_rank(plan, r, world_size) for i in b.indices]
+    assert sorted(assigned) == list(range(40))

@@ -1,0 +1,268 @@
+"""Throughput benchmark: the runner on Qwen2-VL-2B-shaped work, against the batch-1 loop, same run.
+
+Workload (fixed so numbers compare across versions):
+- model: the Qwen2-VL-2B-Instruct architecture (its config.json's sizes), random bf16 weights,
+  saved to a local directory and loaded by the runner's own loading code;
+- data: MMBench-format rows with generated images cycling through 8 sizes, a hint on half of the
+  rows; `--circular` expands every question into 4 option rotations whose copies refer to the
+  original image by index (MMBench's CircularEval layout);
+- VLMEvalKit's pixel setting by default (min 1280*28*28, max 16384*28*28); exactly 4 new tokens.
+
+    python bench/throughput.py --out /tmp/bench --rows 512 --baseline-rows 64 \\
+        --run b16="run.batch_size=16" --run b32="run.batch_size=32"
+
+Prints one line per measurement and writes them all to --json if given. Needs a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ddp_eval.config import load_config  # noqa: E402
+from ddp_eval.demo import _token_ids, build_processor, build_tokenizer, write_tsv  # noqa: E402
+from ddp_eval.dist import DistInfo, setup_logging  # noqa: E402
+from ddp_eval.runner import Options, run  # noqa: E402
+
+SIZES = [(384, 384), (512, 512), (640, 480), (800, 600), (448, 336), (300, 200), (1024, 768), (560, 420)]
+H100_BF16_DENSE_TFLOPS = 989.0
+
+# Qwen2-VL-2B-Instruct's config.json, sizes only.
+TEXT = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+            intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True, rope_theta=1_000_000.0,
+            max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_act="silu",
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
+VISION = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, patch_size=14, spatial_merge_size=2,
+              temporal_patch_size=2, hidden_size=1536, in_channels=3, hidden_act="quick_gelu")
+
+
+def build_model(out: Path) -> Path:
+    """Random-weight Qwen2-VL-2B-shaped checkpoint (our small tokenizer; embedding rows as the real one)."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2VLConfig
+
+    if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
+        return out
+    tokenizer = build_tokenizer()
+    ids = _token_ids(tokenizer)
+    config = Qwen2VLConfig(text_config={**TEXT, **ids}, vision_config=VISION, **ids)
+    with torch.device("cuda"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(eos_token_id=[ids["eos_token_id"]], pad_token_id=ids["pad_token_id"])
+    model.save_pretrained(out)
+    build_processor(tokenizer).save_pretrained(out)
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
+def _image(rng: random.Random, size: tuple[int, int]) -> str:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        box = (x0, y0, x0 + rng.randrange(10, size[0] // 2), y0 + rng.randrange(10, size[1] // 2))
+        draw.rectangle(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def build_rows(n_questions: int, circular: bool, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for q in range(n_questions):
+        options = [f"option {w} for question {q}" for w in ("alpha", "beta", "gamma", "delta")]
+        base = {"question": f"Which of the following best describes object number {q} in the image?",
+                "hint": "The image shows several coloured rectangles on a plain background." if q % 2 else None,
+                "category": f"cat{q % 6}", "l2-category": f"l2_{q % 3}"}
+        image = _image(rng, SIZES[q % len(SIZES)])
+        for r in range(4 if circular else 1):
+            rotated = options[r:] + options[:r]
+            rows.append({**base, "index": q + r * 1_000_000, **dict(zip("ABCD", rotated)),
+                         "answer": "ABCD"[rotated.index(options[0])], "image": image if r == 0 else str(q)})
+    return rows
+
+
+def row_flops(patches: int, tokens: int) -> float:
+    """Forward FLOPs of one row: 2 x params x positions for the matmuls, plus attention scores."""
+    v, t = VISION, TEXT
+    d = v["embed_dim"]
+    vis = patches * v["depth"] * (2 * (4 * d * d + 2 * d * d * v["mlp_ratio"]) + 4 * patches * d)
+    merger = patches * 2 * (4 * d) * (4 * d) / 4 + patches / 4 * 2 * 4 * d * t["hidden_size"]
+    h, kv = t["hidden_size"], t["hidden_size"] // t["num_attention_heads"] * t["num_key_value_heads"]
+    per_token = 2 * (2 * h * h + 2 * h * kv + 3 * h * t["intermediate_size"])
+    llm = tokens * t["num_hidden_layers"] * (per_token + 4 * tokens * h) + 2 * h * t["vocab_size"]
+    return vis + merger + llm
+
+
+def workload_size(model_dir: Path, tsv: Path, min_pixels: int, max_pixels: int) -> tuple[int, int, float]:
+    """(LLM tokens, ViT patches, FLOPs) summed over the benchmark, from the runner's own size estimate."""
+    from qwen_vl_utils import smart_resize
+
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.runner import row_costs
+
+    bench = load_benchmark(DataConfig(path=str(tsv)))
+    costs = row_costs(bench, min_pixels, max_pixels)
+    tokens = patches = flops = 0
+    for s in bench.samples:
+        w, h = bench.images.size(s.image_key)
+        rh, rw = smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+        p = (rh // 14) * (rw // 14)
+        tok = costs[s.index] + 30  # + chat template tokens
+        tokens, patches, flops = tokens + tok, patches + p, flops + row_flops(p, tok)
+    return tokens, patches, flops
+
+
+def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels: int) -> dict:
+    """VLMEvalKit's loop: per row, resize + processor + generate, batch 1."""
+    from qwen_vl_utils import fetch_image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.prompts import build_messages
+
+    bench = load_benchmark(DataConfig(path=str(tsv), limit=n + 2))
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": "cuda:0"},
+                                                        attn_implementation="sdpa").eval()
+    replies = {}
+    for i, s in enumerate(bench.samples):
+        if i == 2:  # two warm-up rows
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        image = fetch_image({"image": bench.images.open(s.image_key), "min_pixels": min_pixels,
+                             "max_pixels": max_pixels})
+        text = processor.apply_chat_template(build_messages(s), tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[text], images=[image], return_tensors="pt").to("cuda:0")
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=4, do_sample=False, temperature=None, top_p=None,
+                                 top_k=None)
+        replies[s.index] = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True,
+                                                  clean_up_tokenization_spaces=False)[0]
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    del model
+    torch.cuda.empty_cache()
+    return {"rows": n, "seconds": elapsed, "rows_per_s": n / elapsed, "replies": replies}
+
+
+def base_overrides(model_dir: Path, tsv: Path, out: Path) -> list[str]:
+    return [f"model.path={model_dir}", f"data.path={tsv}", "model.dtype=bfloat16", "generation.max_new_tokens=4",
+            f"run.output_dir={out}", "run.num_workers=6"]
+
+
+def startup(model_dir: Path, tsv: Path, out: Path, rows: int) -> dict:
+    """Process start -> first batch written, through the real command line (a fresh Python process)."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [x for o in [*base_overrides(model_dir, tsv, out), f"data.limit={rows}", "run.batch_size=16"]
+            for x in ("--set", o)]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ddp_eval", "--quiet", *sets], check=True)
+    wall = time.perf_counter() - start
+    rank = json.loads((out / "timings.json").read_text())["ranks"][0]
+    return {"first_batch_s": rank["first_batch_s"], "load_s": rank["load_s"], "whole_process_s": wall, "rows": rows}
+
+
+def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: list[str]) -> dict:
+    import shutil
+
+    shutil.rmtree(out / name, ignore_errors=True)
+    cfg = load_config(None, [*base_overrides(model_dir, tsv, out / name), *overrides])
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), initialized=False)
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    run(cfg, info, Options(show_progress=False, process_start=start))
+    timings = json.loads((out / name / "timings.json").read_text())
+    rank = timings["ranks"][0]
+    return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
+            "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"],
+            "peak_memory_gib": rank["peak_memory_gib"], "overrides": overrides,
+            "min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ddp_eval_bench"))
+    parser.add_argument("--rows", type=int, default=512, help="questions (x4 rows with --circular)")
+    parser.add_argument("--circular", action="store_true")
+    parser.add_argument("--baseline-rows", type=int, default=64, help="rows for the batch-1 loop; 0 skips it")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="a runner pass: name and ';'-separated --set overrides (repeatable)")
+    parser.add_argument("--startup-rows", type=int, default=0,
+                        help="also time process start -> first batch with the CLI on this many rows")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    args = parser.parse_args()
+    setup_logging(0, 1, quiet=True)
+    logging.getLogger("ddp_eval").setLevel(logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model_dir = build_model(args.out / "qwen2_vl_2b_random")
+    print(f"model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    tsv = args.out / f"bench_{args.rows}{'_circular' if args.circular else ''}.tsv"
+    if not tsv.exists():
+        write_tsv(build_rows(args.rows, args.circular), tsv)
+    results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows_file": str(tsv)}
+    import transformers
+
+    results["transformers"] = transformers.__version__
+    if args.startup_rows:
+        results["startup"] = startup(model_dir, tsv, args.out / "startup", args.startup_rows)
+        print(f"startup: first batch {results['startup']['first_batch_s']:.1f} s after process start "
+              f"(model load {results['startup']['load_s']:.1f} s)", flush=True)
+    if args.baseline_rows:
+        base = batch1_loop(model_dir, tsv, args.baseline_rows, 1280 * 28 * 28, 16384 * 28 * 28)
+        results["batch1"] = {k: v for k, v in base.items() if k != "replies"}
+        print(f"batch-1 loop: {base['rows_per_s']:.2f} rows/s over {base['rows']} rows", flush=True)
+    for spec in args.run:
+        name, _, text = spec.partition("=")
+        overrides = [o for o in text.split(";") if o]
+        res = runner_pass(name, model_dir, tsv, args.out, overrides)
+        tokens, patches, flops = workload_size(model_dir, tsv, res["min_pixels"], res["max_pixels"])
+        rate = res["rows_per_s"]
+        res.update(tokens_per_s=tokens / res["predict_s"], patches_per_s=patches / res["predict_s"],
+                   tflop_per_row=flops / res["rows"] / 1e12,
+                   mfu=flops / res["predict_s"] / (H100_BF16_DENSE_TFLOPS * 1e12))
+        if args.baseline_rows:
+            pred = pd_predictions(args.out / name)
+            same = [pred[i] == r for i, r in base["replies"].items() if i in pred]
+            res["agreement_with_batch1"] = sum(same) / len(same) if same else None
+            res["speedup_vs_batch1"] = rate / base["rows_per_s"]
+        results[name] = res
+        print(f"{name}: {rate:.2f} rows/s ({res['rows']} rows in {res['predict_s']:.1f} s), "
+              f"{res['tokens_per_s']:.0f} tok/s, {res['patches_per_s']:.0f} patches/s, "
+              f"peak {res['peak_memory_gib']:.1f} GiB, MFU {res['mfu'] * 100:.1f}%, "
+              f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start"
+              + (f", agreement {res['agreement_with_batch1']:.2f}" if args.baseline_rows else ""), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def pd_predictions(out: Path) -> dict[int, str]:
+    import pandas as pd
+
+    table = pd.read_csv(out / "predictions.tsv", sep="\t", keep_default_na=False)
+    return dict(zip(table["index"].astype(int), table["prediction"].astype(str)))
+
+
+if __name__ == "__main__":
+    main()
