@@ -28,6 +28,9 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False
+    # Encode each distinct image of a batch once and share its features across the rows showing it
+    # (MMBench's circular copies); false encodes every row's image separately.
+    reuse_vision: bool = True
     min_pixels: int = 1280 * 28 * 28
     max_pixels: int = 16384 * 28 * 28
 

@@ -14,6 +14,7 @@ import torch
 
 from ddp_eval.inputs import PreparedBatch
 from ddp_eval.model import check_inputs_device
+from ddp_eval.vision_reuse import VisionReuse
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +22,28 @@ log = logging.getLogger(__name__)
 class Replica:
     """The model, its processor and generation settings on this rank's device."""
 
-    def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any]) -> None:
+    def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any],
+                 reuse_vision: bool = False) -> None:
         self.model = model
         self.processor = processor
         self.device = device
         self.gen_kwargs = gen_kwargs
+        self.vision_reuse = VisionReuse(model) if reuse_vision else None
         self._checked = False
 
     @torch.inference_mode()
-    def replies(self, inputs) -> list[str]:
-        inputs = inputs.to(self.device, non_blocking=True)
+    def replies(self, prepared: PreparedBatch) -> list[str]:
+        inputs = prepared.inputs.to(self.device, non_blocking=True)
         if not self._checked:
             check_inputs_device(inputs, self.device)
             self._checked = True
-        output = self.model.generate(**inputs, **self.gen_kwargs)
+        if self.vision_reuse is not None and prepared.image_map is not None:
+            self.vision_reuse.share(prepared.image_map, prepared.unique_grid_thw)
+        try:
+            output = self.model.generate(**inputs, **self.gen_kwargs)
+        finally:
+            if self.vision_reuse is not None:
+                self.vision_reuse.clear()
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
@@ -43,14 +52,14 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def predict_batch(replies: Callable[[Any], list[str]], prepared: PreparedBatch,
+def predict_batch(replies: Callable[[PreparedBatch], list[str]], prepared: PreparedBatch,
                   prepare: Callable[[tuple[int, ...]], PreparedBatch]) -> list[dict[str, Any]]:
     """Records for every row of `prepared` (failed rows included); splits on out-of-memory."""
     records = [{"index": i, "prediction": "", "error": reason} for i, reason in prepared.failed.items()]
     if not prepared.indices:
         return records
     try:
-        texts = replies(prepared.inputs)
+        texts = replies(prepared)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from ddp_eval.data.rows import Benchmark, Sample
@@ -24,6 +25,9 @@ class PreparedBatch:
     indices: tuple[int, ...]  # rows in `inputs`, in order
     inputs: Any  # transformers BatchFeature with CPU tensors, or None when every row failed
     failed: dict[int, str] = field(default_factory=dict)  # row index -> why it has no input
+    # With vision reuse: pixel_values hold each distinct image once; row i shows image image_map[i].
+    image_map: list[int] | None = None
+    unique_grid_thw: Any = None
 
     def pin_memory(self) -> PreparedBatch:
         """Called by the DataLoader's pinning thread, so host-to-device copies can be asynchronous."""
@@ -45,38 +49,71 @@ def resized_image(benchmark: Benchmark, sample: Sample, min_pixels: int, max_pix
 
 
 def prepare_batch(processor, benchmark: Benchmark, batch_id: int, indices: tuple[int, ...], min_pixels: int,
-                  max_pixels: int) -> PreparedBatch:
-    texts, images, ok, failed = [], [], [], {}
+                  max_pixels: int, reuse_vision: bool = False) -> PreparedBatch:
+    texts, keys, ok, failed = [], [], [], {}
+    images: dict[int, Any] = {}  # image key -> resized image, decoded once per batch
     for index in indices:
         sample = benchmark.by_index[index]
         try:
-            images.append(resized_image(benchmark, sample, min_pixels, max_pixels))
+            if sample.image_key not in images:
+                images[sample.image_key] = resized_image(benchmark, sample, min_pixels, max_pixels)
         except DdpEvalError as err:
             failed[index] = str(err)
             continue
         ok.append(index)
+        keys.append(sample.image_key)
         texts.append(processor.apply_chat_template(build_messages(sample), tokenize=False,
                                                    add_generation_prompt=True))
-    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt") if ok else None
-    return PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=inputs, failed=failed)
+    batch = PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=None, failed=failed)
+    if not ok:
+        return batch
+    if not reuse_vision:
+        batch.inputs = processor(text=texts, images=[images[k] for k in keys], padding=True, return_tensors="pt")
+        return batch
+    return _with_shared_images(processor, batch, texts, keys, images)
+
+
+def _with_shared_images(processor, batch: PreparedBatch, texts: list[str], keys: list[int],
+                        images: dict[int, Any]) -> PreparedBatch:
+    """Each distinct image preprocessed once; each row's text expanded to its image's token count,
+    as the processor itself expands it."""
+    distinct = list(dict.fromkeys(keys))
+    image_inputs = processor.image_processor(images=[images[k] for k in distinct], return_tensors="pt")
+    grid = image_inputs["image_grid_thw"]
+    merge = processor.image_processor.merge_size
+    n_tokens = (grid.prod(-1) // merge**2).tolist()
+    image_map = [distinct.index(k) for k in keys]
+    token = processor.image_token
+    texts = [t.replace(token, token * n_tokens[m]) for t, m in zip(texts, image_map)]
+    # The processor refuses image tokens without images, so tokenize as it would after expanding.
+    inputs = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    if getattr(processor, "return_mm_token_type_ids", False) and hasattr(processor, "create_mm_token_type_ids"):
+        type_ids = processor.create_mm_token_type_ids(inputs["input_ids"].tolist())
+        inputs["mm_token_type_ids"] = torch.tensor(type_ids, dtype=inputs["input_ids"].dtype)
+    inputs["pixel_values"] = image_inputs["pixel_values"]
+    inputs["image_grid_thw"] = grid[image_map]  # per row: the language model's rotary positions need it
+    batch.inputs, batch.image_map, batch.unique_grid_thw = inputs, image_map, grid
+    return batch
 
 
 class BatchDataset(Dataset):
     """Item i is the i-th planned batch of this rank, fully preprocessed."""
 
     def __init__(self, processor, benchmark: Benchmark, batches: list[PlannedBatch], min_pixels: int,
-                 max_pixels: int) -> None:
+                 max_pixels: int, reuse_vision: bool = False) -> None:
         self.processor = processor
         self.benchmark = benchmark
         self.batches = batches
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        self.reuse_vision = reuse_vision
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def prepare(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
-        return prepare_batch(self.processor, self.benchmark, batch_id, indices, self.min_pixels, self.max_pixels)
+        return prepare_batch(self.processor, self.benchmark, batch_id, indices, self.min_pixels, self.max_pixels,
+                             self.reuse_vision)
 
     def __getitem__(self, i: int) -> PreparedBatch:
         batch = self.batches[i]

@@ -2,7 +2,9 @@
 
 Batches are cut from all rows sorted by cost (largest first), independent of the world size, and
 whole batches go to ranks round-robin. So a row always lands in the same batch with the same
-neighbours, and its prediction is the same on 1 or N ranks.
+neighbours, and its prediction is the same on 1 or N ranks. Rows of one group (rows showing the
+same image, e.g. MMBench's circular copies) stay together in one batch unless the group alone is
+larger than a batch, so the image is encoded once.
 """
 
 from __future__ import annotations
@@ -17,27 +19,46 @@ class PlannedBatch:
     indices: tuple[int, ...]
 
 
-def plan_batches(costs: Mapping[int, int], batch_size: int, token_budget: int | None = None) -> list[PlannedBatch]:
-    """Sort rows by cost (descending, ties by index) and cut them into batches.
+def plan_batches(costs: Mapping[int, int], batch_size: int, token_budget: int | None = None,
+                 groups: Mapping[int, int] | None = None) -> list[PlannedBatch]:
+    """Sort rows by cost (descending) and cut them into batches, keeping each group's rows together.
 
     A batch takes at most `batch_size` rows and, with a `token_budget`, at most as many rows as keep
     rows x longest row (the padded size) within the budget; a row over the budget alone still runs.
+    `groups` maps row -> group id (default: every row its own group); groups are ordered by their
+    largest cost, then their smallest row index, and rows within a group by cost then index.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    order = sorted(costs, key=lambda index: (-costs[index], index))
-    groups: list[list[int]] = []
-    for index in order:
-        group = groups[-1] if groups else None
-        # Rows come longest first, so a batch's padded size is its first row's cost times its length.
-        fits = group is not None and len(group) < batch_size and (
-            token_budget is None or costs[group[0]] * (len(group) + 1) <= token_budget
-        )
-        if fits:
-            group.append(index)
-        else:
-            groups.append([index])
-    return [PlannedBatch(batch_id=b, indices=tuple(g)) for b, g in enumerate(groups)]
+    members: dict[int, list[int]] = {}
+    for index in costs:
+        members.setdefault(groups[index] if groups is not None else index, []).append(index)
+    ordered = sorted(
+        (sorted(rows, key=lambda i: (-costs[i], i)) for rows in members.values()),
+        key=lambda rows: (-costs[rows[0]], min(rows)),
+    )
+    batches: list[list[int]] = []
+    for rows in ordered:
+        current = batches[-1] if batches else None
+        if current is None or not _fits(current, rows, costs, batch_size, token_budget):
+            current = []
+            batches.append(current)
+        for index in rows:  # a group larger than a batch continues in the next batch
+            if current and not _fits(current, [index], costs, batch_size, token_budget):
+                current = []
+                batches.append(current)
+            current.append(index)
+    return [PlannedBatch(batch_id=b, indices=tuple(rows)) for b, rows in enumerate(batches)]
+
+
+def _fits(batch: list[int], rows: list[int], costs: Mapping[int, int], batch_size: int,
+          token_budget: int | None) -> bool:
+    if not batch:
+        return True
+    size = len(batch) + len(rows)
+    # The padded size of a batch is its longest row times its row count.
+    longest = max(costs[batch[0]], max(costs[i] for i in rows))
+    return size <= batch_size and (token_budget is None or longest * size <= token_budget)
 
 
 def batches_for_rank(batches: list[PlannedBatch], rank: int, world_size: int) -> list[PlannedBatch]:

@@ -49,6 +49,8 @@ class ShareStats:
     load_s: float = 0.0  # model load
     first_batch_s: float | None = None  # process start -> first batch written
     predict_s: float = 0.0  # first batch in -> last batch written (preprocessing overlapped)
+    wait_s: float = 0.0  # of which waiting for preprocessed batches (the GPU idles)
+    generate_s: float = 0.0  # of which in generate (host waits for the GPU at the end of each batch)
     peak_memory_gib: float | None = None
 
 
@@ -158,11 +160,14 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
     rows = sum(len(b.indices) for b in dataset.batches)
     bar = tqdm(total=rows, unit="row", desc=f"rank {info.rank}", disable=not (options.show_progress and info.is_main))
     done = failed = 0
-    start = time.perf_counter()
+    start = tick = time.perf_counter()
     for prepared in loader:
+        stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
+        tick = time.perf_counter()
         records = predict_batch(replica.replies, prepared, lambda part, b=prepared.batch_id: dataset.prepare(b, part))
+        stats.generate_s += time.perf_counter() - tick
         writer.write_batch({**r, "batch": prepared.batch_id, "rank": info.rank} for r in records)
         for r in records:
             if r.get("error"):
@@ -174,6 +179,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
             stats.first_batch_s = time.perf_counter() - options.process_start
         bar.update(len(records))
         stop.check(f"rank {info.rank} wrote {done} of {rows} rows; re-run the same command to resume")
+        tick = time.perf_counter()
     bar.close()
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
@@ -185,11 +191,14 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
 
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
     out = Path(cfg.run.output_dir)
+    since = options.process_start or time.perf_counter()
     benchmark = prepare_data(cfg, info)
+    log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
+             time.perf_counter() - since)
     processor = load_processor(cfg.model)
     done, run_id = resume_state(cfg, info, benchmark, out, options)
     plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size,
-                        cfg.run.batch_tokens)
+                        cfg.run.batch_tokens, groups={s.index: s.image_key for s in benchmark.samples})
     mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
     todo = sum(len(b.indices) for b in mine)
     log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
@@ -227,9 +236,13 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
                    writer: ShardWriter, stop: StopFlag, options: Options) -> ShareStats:
     stats = ShareStats()
     start = time.perf_counter()
-    replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg))
+    replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
+                      reuse_vision=cfg.model.reuse_vision)
     stats.load_s = time.perf_counter() - start
-    dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels)
+    log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
+             time.perf_counter() - (options.process_start or start))
+    dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
+                           reuse_vision=cfg.model.reuse_vision)
     predict(cfg, info, dataset, replica, writer, stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,

@@ -69,3 +69,58 @@ def test_rerun_resumes_and_predicts_nothing_twice(make_config, single_process, t
     run(cfg, single_process, QUIET)
     indices = [json.loads(x)["index"] for x in shard.read_text().splitlines()[1:]]
     assert len(indices) == 20 and len(set(indices)) == 20
+
+
+def test_shared_image_inputs_match_the_processors_own(tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.inputs import prepare_batch
+
+    processor = load_processor(ModelConfig(path=str(tiny_model), min_pixels=3136, max_pixels=50176))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    rows = (0, 1_000_000, 2_000_000, 1, 1_000_001)  # two images, five rows
+    plain = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=False)
+    shared = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True)
+    assert shared.image_map == [0, 0, 0, 1, 1]
+    for key in plain.inputs:
+        if key == "pixel_values":
+            continue
+        assert torch.equal(plain.inputs[key], shared.inputs[key]), key
+    per_image = int(plain.inputs["image_grid_thw"][0].prod())
+    assert shared.inputs["pixel_values"].shape[0] < plain.inputs["pixel_values"].shape[0]
+    assert torch.equal(shared.inputs["pixel_values"][:per_image], plain.inputs["pixel_values"][:per_image])
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])
+def test_predictions_with_vision_reuse_equal_without_in_float32(model_fixture, request, make_config,
+                                                                 single_process, tmp_path):
+    model = request.getfixturevalue(model_fixture)
+    run(make_config("model.reuse_vision=true", f"run.output_dir={tmp_path / 'on'}", model=model), single_process,
+        QUIET)
+    run(make_config("model.reuse_vision=false", f"run.output_dir={tmp_path / 'off'}", model=model), single_process,
+        QUIET)
+    on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
+    assert len(on) == 78 and on == off
+
+
+def test_vision_tower_encodes_each_distinct_image_once(tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.generate import Replica
+    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.runner import generation_kwargs
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor = load_processor(cfg)
+    model = load_model(cfg, torch.device("cpu"))
+    from ddp_eval.config import Config
+
+    replica = Replica(model, processor, torch.device("cpu"), generation_kwargs(Config()) | {"max_new_tokens": 2},
+                      reuse_vision=True)
+    seen = []
+    inner = replica.vision_reuse._forward
+    replica.vision_reuse._forward = lambda x, **kw: seen.append(x.shape[0]) or inner(x, **kw)
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    batch = prepare_batch(processor, bench, 0, (0, 1_000_000, 2_000_000, 3_000_000), 3136, 50176, reuse_vision=True)
+    assert len(replica.replies(batch)) == 4
+    assert seen == [int(batch.unique_grid_thw.prod(-1).sum())]  # one image's patches, not four

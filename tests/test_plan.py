@@ -51,3 +51,20 @@ def test_token_budget_plan_still_covers_every_row_once(world_size):
     plan = plan_batches(costs(40), batch_size=5, token_budget=30)
     assigned = [i for r in range(world_size) for b in batches_for_rank(plan, r, world_size) for i in b.indices]
     assert sorted(assigned) == list(range(40))
+
+
+def test_rows_of_one_group_stay_in_one_batch():
+    # rows 0, 100, 200 show one image; 1, 101 another; costs tie, as circular copies do
+    costs = {0: 5, 1: 5, 2: 5, 100: 5, 101: 5, 200: 5, 3: 5}
+    groups = {0: 0, 100: 0, 200: 0, 1: 1, 101: 1, 2: 2, 3: 3}
+    plan = plan_batches(costs, batch_size=4, groups=groups)
+    batch_of = {i: b.batch_id for b in plan for i in b.indices}
+    assert batch_of[0] == batch_of[100] == batch_of[200]
+    assert batch_of[1] == batch_of[101]
+    assert sorted(i for b in plan for i in b.indices) == sorted(costs)
+    assert all(len(b.indices) <= 4 for b in plan)
+
+
+def test_group_larger_than_a_batch_continues_in_the_next():
+    plan = plan_batches({i: 1 for i in range(5)}, batch_size=2, groups={i: 0 for i in range(5)})
+    assert [b.indices for b in plan] == [(0, 1), (2, 3), (4,)]

@@ -68,7 +68,8 @@ def test_out_of_memory_splits_down_to_one_row_before_failing():
     def prepare(indices):
         return PreparedBatch(batch_id=0, indices=tuple(indices), inputs=list(indices))
 
-    def replies(inputs):
+    def replies(prepared):
+        inputs = prepared.inputs
         calls.append(len(inputs))
         if len(inputs) > 2 or 13 in inputs:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -83,7 +84,7 @@ def test_out_of_memory_splits_down_to_one_row_before_failing():
 
 
 def test_other_runtime_errors_are_not_mistaken_for_out_of_memory():
-    def replies(inputs):
+    def replies(prepared):
         raise RuntimeError("shape mismatch")
 
     batch = PreparedBatch(batch_id=0, indices=(1, 2), inputs=[1, 2])

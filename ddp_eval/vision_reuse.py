@@ -1,0 +1,66 @@
+"""Run the vision tower once per distinct image of a batch and give every row its image's features.
+
+MMBench asks each question 2-4 times with the options rotated, all on one image; the vision tower is
+most of the prefill. The batch carries each distinct image's pixels once (see `inputs`), plus which
+image each row shows. This wraps the tower's forward: it encodes the distinct images, then repeats
+each image's output for every row that shows it, so the model sees exactly what it would have seen
+with the image repeated. Works with any tower called as `visual(pixel_values, grid_thw=...)` (Qwen2-VL,
+Qwen2.5-VL), whether it returns a tensor or an output object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddp_eval.errors import DdpEvalError
+
+
+def find_vision_tower(model: nn.Module) -> nn.Module:
+    for owner in (model, getattr(model, "model", None)):
+        visual = getattr(owner, "visual", None)
+        if isinstance(visual, nn.Module):
+            return visual
+    raise DdpEvalError(f"model.reuse_vision: {type(model).__name__} has no vision tower at .visual; "
+                       "set model.reuse_vision=false")
+
+
+class VisionReuse:
+    """Installed once per replica; `share(image_map, grid)` before each generate call, `clear()` after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.visual = find_vision_tower(model)
+        self._forward = self.visual.forward
+        self.visual.forward = self.forward
+        self.image_map: list[int] | None = None
+        self.grid: torch.Tensor | None = None
+
+    def share(self, image_map: list[int], grid: torch.Tensor) -> None:
+        self.image_map, self.grid = image_map, grid
+
+    def clear(self) -> None:
+        self.image_map = self.grid = None
+
+    def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor | None = None, **kwargs: Any):
+        if self.image_map is None:
+            return self._forward(hidden_states, grid_thw=grid_thw, **kwargs)
+        grid = self.grid.to(grid_thw.device if grid_thw is not None else hidden_states.device)
+        output = self._forward(hidden_states, grid_thw=grid, **kwargs)
+        patches = grid.prod(-1).tolist()
+        merged = [p // self.visual.spatial_merge_size**2 for p in patches]
+        if isinstance(output, torch.Tensor):
+            return self._repeat(output, patches, merged)
+        for name, value in list(output.items()):
+            if isinstance(value, torch.Tensor):
+                output[name] = self._repeat(value, patches, merged)
+        return output
+
+    def _repeat(self, features: torch.Tensor, patches: list[int], merged: list[int]) -> torch.Tensor:
+        """Per-image rows of `features` (per patch or per merged token) in the order rows show them."""
+        for sizes in (merged, patches):
+            if features.shape[0] == sum(sizes):
+                pieces = torch.split(features, sizes)
+                return torch.cat([pieces[i] for i in self.image_map])
+        return features  # not per image (e.g. a pooled summary): leave it
