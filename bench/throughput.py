@@ -177,10 +177,12 @@ def startup(model_dir: Path, tsv: Path, out: Path, rows: int) -> dict:
     sets = [x for o in [*base_overrides(model_dir, tsv, out), f"data.limit={rows}", "run.batch_size=16"]
             for x in ("--set", o)]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ddp_eval", "--quiet", *sets], check=True)
+    done = subprocess.run([sys.executable, "-m", "ddp_eval", *sets], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     rank = json.loads((out / "timings.json").read_text())["ranks"][0]
-    return {"first_batch_s": rank["first_batch_s"], "load_s": rank["load_s"], "whole_process_s": wall, "rows": rows}
+    phases = [line for line in done.stderr.splitlines() if " INFO " in line]
+    return {"first_batch_s": rank["first_batch_s"], "load_s": rank["load_s"], "whole_process_s": wall, "rows": rows,
+            "log": phases}
 
 
 def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: list[str]) -> dict:
@@ -210,6 +212,8 @@ def main() -> None:
                         help="a runner pass: name and ';'-separated --set overrides (repeatable)")
     parser.add_argument("--startup-rows", type=int, default=0,
                         help="also time process start -> first batch with the CLI on this many rows")
+    parser.add_argument("--compare", action="append", default=[], metavar="A:B",
+                        help="report the share of rows where runs A and B predicted the same reply")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
     setup_logging(0, 1, quiet=True)
@@ -228,7 +232,7 @@ def main() -> None:
     if args.startup_rows:
         results["startup"] = startup(model_dir, tsv, args.out / "startup", args.startup_rows)
         print(f"startup: first batch {results['startup']['first_batch_s']:.1f} s after process start "
-              f"(model load {results['startup']['load_s']:.1f} s)", flush=True)
+              f"(model load {results['startup']['load_s']:.1f} s)", *results["startup"]["log"], sep="\n", flush=True)
     if args.baseline_rows:
         base = batch1_loop(model_dir, tsv, args.baseline_rows, 1280 * 28 * 28, 16384 * 28 * 28)
         results["batch1"] = {k: v for k, v in base.items() if k != "replies"}
@@ -253,6 +257,12 @@ def main() -> None:
               f"peak {res['peak_memory_gib']:.1f} GiB, MFU {res['mfu'] * 100:.1f}%, "
               f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start"
               + (f", agreement {res['agreement_with_batch1']:.2f}" if args.baseline_rows else ""), flush=True)
+    for pair in args.compare:
+        a, b = pair.split(":")
+        pa, pb = pd_predictions(args.out / a), pd_predictions(args.out / b)
+        same = sum(pa[i] == pb.get(i) for i in pa) / len(pa)
+        results[f"agreement_{a}_{b}"] = same
+        print(f"agreement {a} vs {b}: {same:.4f} of {len(pa)} rows", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from ddp_eval.data.rows import Benchmark, Sample
@@ -87,9 +86,8 @@ def _with_shared_images(processor, batch: PreparedBatch, texts: list[str], keys:
     texts = [t.replace(token, token * n_tokens[m]) for t, m in zip(texts, image_map)]
     # The processor refuses image tokens without images, so tokenize as it would after expanding.
     inputs = processor.tokenizer(texts, padding=True, return_tensors="pt")
-    if getattr(processor, "return_mm_token_type_ids", False) and hasattr(processor, "create_mm_token_type_ids"):
-        type_ids = processor.create_mm_token_type_ids(inputs["input_ids"].tolist())
-        inputs["mm_token_type_ids"] = torch.tensor(type_ids, dtype=inputs["input_ids"].dtype)
+    if "mm_token_type_ids" in processor.model_input_names:  # newer transformers: 1 marks image tokens
+        inputs["mm_token_type_ids"] = (inputs["input_ids"] == processor.image_token_id).to(inputs["input_ids"].dtype)
     inputs["pixel_values"] = image_inputs["pixel_values"]
     inputs["image_grid_thw"] = grid[image_map]  # per row: the language model's rotary positions need it
     batch.inputs, batch.image_map, batch.unique_grid_thw = inputs, image_map, grid
