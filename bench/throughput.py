@@ -202,6 +202,34 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
             "min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels}
 
 
+def profile_batch(model_dir: Path, tsv: Path, rows: int, reuse: bool) -> str:
+    """Kernel-time table of one batch through the runner's own Replica (after a warm-up batch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ddp_eval.config import DataConfig, ModelConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.generate import Replica
+    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.model import load_model, load_processor
+
+    mcfg = ModelConfig(path=str(model_dir), dtype="bfloat16")
+    processor = load_processor(mcfg)
+    device = torch.device("cuda", 0)
+    replica = Replica(load_model(mcfg, device), processor, device, {"max_new_tokens": 4, "do_sample": False},
+                      reuse_vision=reuse)
+    bench = load_benchmark(DataConfig(path=str(tsv)))
+    order = sorted(bench.samples, key=lambda s: (s.image_key, s.index))
+    batches = [tuple(s.index for s in order[i:i + rows]) for i in (0, rows)]
+    prepared = [prepare_batch(processor, bench, b, idx, mcfg.min_pixels, mcfg.max_pixels, reuse) for b, idx in
+                enumerate(batches)]
+    replica.replies(prepared[0])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        replica.replies(prepared[1])
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/ddp_eval_bench"))
@@ -214,6 +242,7 @@ def main() -> None:
                         help="also time process start -> first batch with the CLI on this many rows")
     parser.add_argument("--compare", action="append", default=[], metavar="A:B",
                         help="report the share of rows where runs A and B predicted the same reply")
+    parser.add_argument("--profile", type=int, default=0, help="profile one batch of this many rows at the end")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
     setup_logging(0, 1, quiet=True)
@@ -263,6 +292,10 @@ def main() -> None:
         same = sum(pa[i] == pb.get(i) for i in pa) / len(pa)
         results[f"agreement_{a}_{b}"] = same
         print(f"agreement {a} vs {b}: {same:.4f} of {len(pa)} rows", flush=True)
+    if args.profile:
+        table = profile_batch(model_dir, tsv, args.profile, reuse=args.circular)
+        results["profile"] = table
+        print(table, flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
