@@ -6,7 +6,7 @@ NPROC ?= 2
 CONFIG ?= configs/mmbench.yaml
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 
-.PHONY: install demo test lint eval clean
+.PHONY: install demo test lint eval bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ lint: install
 # One process per local GPU: make eval CONFIG=configs/mmbench.yaml
 eval: install
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m ddp_eval --config $(CONFIG)
+
+# Throughput benchmark (needs a CUDA GPU): the issue-6 workload, runner vs the batch-1 loop.
+BENCH_OUT ?= /tmp/ddp_eval_bench
+bench: install
+	$(PY) bench/throughput.py --out $(BENCH_OUT) --rows 512 --baseline-rows 32 --startup-rows 32 \
+		--run b16="run.batch_size=16;run.num_workers=10" --json $(BENCH_OUT)/results.json
 
 clean:
 	rm -rf outputs $(DEMO_DIR)
