@@ -46,3 +46,17 @@ def make_config(tiny_model, demo_tsv, tmp_path):
 @pytest.fixture
 def single_process() -> DistInfo:
     return DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized=False)
+
+
+@pytest.fixture
+def config_file(tiny_model, demo_tsv, tmp_path) -> Path:
+    path = tmp_path / "cfg.yaml"
+    lines = [f"model.path={tiny_model}", f"data.path={demo_tsv}", "model.dtype=float32", "run.batch_size=4",
+             "run.num_workers=0", "generation.max_new_tokens=6", *SMALL_PIXELS]
+    sections: dict[str, list[str]] = {}
+    for line in lines:
+        key, value = line.split("=", 1)
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f"  {name}: {value}")
+    path.write_text("".join(f"{s}:\n" + "\n".join(v) + "\n" for s, v in sections.items()))
+    return path

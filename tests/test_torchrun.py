@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,44 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import SMALL_PIXELS
+from helpers import env, predictions, shard_records
 
 
 def torchrun_cmd(nproc: int, config: Path, *overrides: str) -> list[str]:
     sets = [x for o in overrides for x in ("--set", o)]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "ddp_eval", "--config", str(config), "--quiet", *sets]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture
-def config_file(tiny_model, demo_tsv, tmp_path) -> Path:
-    path = tmp_path / "cfg.yaml"
-    lines = [f"model.path={tiny_model}", f"data.path={demo_tsv}", "model.dtype=float32", "run.batch_size=4",
-             "run.num_workers=0", "generation.max_new_tokens=6", *SMALL_PIXELS]
-    sections: dict[str, list[str]] = {}
-    for line in lines:
-        key, value = line.split("=", 1)
-        section, name = key.split(".")
-        sections.setdefault(section, []).append(f"  {name}: {value}")
-    path.write_text("".join(f"{s}:\n" + "\n".join(v) + "\n" for s, v in sections.items()))
-    return path
-
-
-def predictions(out: Path) -> dict[int, str]:
-    table = pd.read_csv(out / "predictions.tsv", sep="\t", keep_default_na=False)
-    return dict(zip(table["index"], table["prediction"]))
-
-
-def shard_records(out: Path) -> list[dict]:
-    lines = [json.loads(line) for p in sorted((out / "shards").glob("*.jsonl"))
-             for line in p.read_text().splitlines() if line.strip()]
-    return [r for r in lines if "index" in r]  # skip the header lines
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,94 @@
+"""The SLURM scripts, run on localhost with fake `srun` / `scontrol`: 2 "nodes" x 1 process, gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from helpers import predictions, shard_records
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# Fake srun: run the command once per "node" on this machine, with that node's SLURM_NODEID.
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((node = 0; node < SLURM_NNODES; node++)); do
+    SLURM_NODEID=$node SLURM_PROCID=$node "$@" &
+    pids+=($!)
+done
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+FAKE_SCONTROL = """#!/usr/bin/env bash
+# Fake scontrol: 'show hostnames LIST' prints one host a line; anything else is logged.
+if [[ "$1 $2" == "show hostnames" ]]; then tr ',' '\\n' <<< "$3"; else echo "$@" >> "$SCONTROL_LOG"; fi
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable,
+            "SLURM_JOB_ID": "4242", "LOG_DIR": str(tmp_path / "logs"), "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_scripts_pass_bash_n_and_shellcheck():
+    scripts = sorted(str(p) for p in (REPO / "launch").glob("*.sbatch"))
+    assert len(scripts) == 2
+    for script in scripts:
+        subprocess.run(["bash", "-n", script], check=True)
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_multi_node_script_on_two_fake_nodes_gives_the_complete_result(fake_slurm, config_file, tmp_path):
+    out = tmp_path / "multi"
+    env = {**fake_slurm, "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "localhost,localhost", "NPROC_PER_NODE": "1"}
+    done = subprocess.run(["bash", str(REPO / "launch" / "slurm_multi_node.sbatch"), str(config_file),
+                           "--set", f"run.output_dir={out}", "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rendezvous at localhost:" in done.stderr
+    records = shard_records(out)
+    assert len(records) == 78 and {r["rank"] for r in records} == {0, 1}
+    assert len(predictions(out)) == 78
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+    logs = list((tmp_path / "logs" / "4242").rglob("stdout.log"))
+    assert len(logs) == 2  # one per rank, under node0/ and node1/
+
+
+def test_single_node_script_requeues_on_sigterm_and_the_requeued_job_resumes(fake_slurm, config_file, tmp_path):
+    out = tmp_path / "single"
+    env = {**fake_slurm, "NPROC_PER_NODE": "2"}
+    cmd = ["bash", str(REPO / "launch" / "slurm_single_node.sbatch"), str(config_file), "--set",
+           f"run.output_dir={out}", "--set", "run.batch_size=2", "--set", "generation.max_new_tokens=40", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(shard_records(out) if (out / "shards").exists() else []) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # SLURM's warning signal before the time limit
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "requeue 4242" in Path(env["SCONTROL_LOG"]).read_text()
+    before = len(shard_records(out))
+    assert 0 < before < 78
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # the requeued job
+    assert done.returncode == 0, done.stderr[-3000:]
+    indices = [r["index"] for r in shard_records(out)]
+    assert len(indices) == len(set(indices)) == 78
