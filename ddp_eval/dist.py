@@ -74,9 +74,11 @@ def distributed(timeout_s: int) -> Iterator[DistInfo]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
-        torch_dist.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
-        )
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store = _attempt_store(os.environ, rank, world, timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world)
+        torch_dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
         initialized = True
     elif device.type == "cuda":
         torch.cuda.set_device(device)
@@ -86,6 +88,25 @@ def distributed(timeout_s: int) -> Iterator[DistInfo]:
     finally:
         if initialized:
             torch_dist.destroy_process_group()
+
+
+def _attempt_store(env: Mapping[str, str], rank: int, world: int,
+                   timeout: datetime.timedelta) -> torch_dist.Store | None:
+    """Under `torchrun --max-restarts`, a store namespace of this restart attempt's own.
+
+    The agent's store outlives a restart, and the process group's keys (gloo's peer addresses among
+    them) would otherwise be read back from the failed attempt: the restarted ranks then try to
+    connect to dead peers. None (plain env:// init) outside torchelastic.
+    """
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+        return None
+    host, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # the agent hosts the store
+        base = torch_dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
+    else:
+        base = torch_dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout, multi_tenant=True)
+    return torch_dist.PrefixStore(f"ddp_eval/attempt_{attempt}", base)
 
 
 def barrier(info: DistInfo) -> None:
