@@ -6,14 +6,14 @@ NPROC ?= 2
 CONFIG ?= configs/mmbench.yaml
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 
-.PHONY: install demo test lint eval bench clean
+.PHONY: install demo test lint eval slurm doctor bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,plot]'
 	touch $@
 
 # Build the tiny offline checkpoint + benchmark once, then run the whole pipeline on $(NPROC) CPU ranks.
@@ -30,6 +30,16 @@ lint: install
 # One process per local GPU: make eval CONFIG=configs/mmbench.yaml
 eval: install
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m ddp_eval --config $(CONFIG)
+
+# One SLURM job over NODES nodes (one torchrun per node, all GPUs of each): make slurm CONFIG=... NODES=2
+NODES ?= 1
+slurm:
+	mkdir -p logs
+	if [ "$(NODES)" = 1 ]; then sbatch launch/slurm_single_node.sbatch $(CONFIG); \
+	else sbatch --nodes=$(NODES) launch/slurm_multi_node.sbatch $(CONFIG); fi
+
+doctor: install
+	$(PY) -m ddp_eval doctor --config $(CONFIG)
 
 # Throughput benchmark (needs a CUDA GPU): the issue-6 workload, runner vs the batch-1 loop.
 BENCH_OUT ?= /tmp/ddp_eval_bench

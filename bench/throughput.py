@@ -179,7 +179,7 @@ def startup(model_dir: Path, tsv: Path, out: Path, rows: int) -> dict:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "ddp_eval", *sets], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    rank = json.loads((out / "timings.json").read_text())["ranks"][0]
+    rank = json.loads((out / "manifest.json").read_text())["timings"]["ranks"][0]
     phases = [line for line in done.stderr.splitlines() if " INFO " in line]
     return {"first_batch_s": rank["first_batch_s"], "load_s": rank["load_s"], "whole_process_s": wall, "rows": rows,
             "log": phases}
@@ -194,7 +194,7 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     run(cfg, info, Options(show_progress=False, process_start=start))
-    timings = json.loads((out / name / "timings.json").read_text())
+    timings = json.loads((out / name / "manifest.json").read_text())["timings"]
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
             "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"],

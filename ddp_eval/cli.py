@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="re-score an existing predictions file without a model")
     score.add_argument("path", type=Path, help="predictions TSV/XLSX (ours, or VLMEvalKit's with a prediction column)")
     score.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the file)")
+    doctor = sub.add_parser("doctor", help="check versions, GPUs, the rank -> device map, the model and the config")
+    doctor.add_argument("--config", type=Path, help="YAML config file to check")
+    doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -37,16 +41,23 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     parser.add_argument("--retry-failed", action="store_true",
                         help="predict again the rows recorded as failed (bad image, out of memory)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (rows and batches per rank, largest batch, outputs, resume) and exit "
+                             "without loading weights")
+    parser.add_argument("--world-size", type=int, default=None,
+                        help="with --dry-run: plan for this many ranks (default: torchrun's WORLD_SIZE or 1)")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("run", "score", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "score", "doctor", "-h", "--help"):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
     try:
         if args.command == "score":
             _score(args)
+        elif args.command == "doctor":
+            _doctor(args)
         else:
             _run(args)
     except DdpEvalError as err:
@@ -66,6 +77,12 @@ def _run(args: argparse.Namespace) -> None:
     from ddp_eval.runner import Options, run
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from ddp_eval.dryrun import describe
+
+        world = args.world_size or dist.read_env(os.environ)[1]
+        print(describe(cfg, world))
+        return
     with dist.distributed(cfg.run.dist_timeout_s) as info:
         dist.setup_logging(info.rank, info.world_size, quiet=args.quiet)
         run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed,
@@ -84,3 +101,12 @@ def _score(args: argparse.Namespace) -> None:
     out = args.output_dir or args.path.parent / f"{args.path.stem}_scored"
     finish(table, out)
     print(f"results in {out}")
+
+
+def _doctor(args: argparse.Namespace) -> None:
+    from ddp_eval.doctor import report
+
+    lines, errors = report(args.config, args.overrides)
+    print("\n".join(lines))
+    if errors:
+        raise DdpEvalError(f"doctor found {errors} problem(s), marked FAIL above")

@@ -132,7 +132,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         valid = ", ".join(prefix + name for name in fields)
-        raise DdpEvalError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {valid}")
+        hint = ("; ddp_eval puts one full replica on each rank's own device (cuda:<LOCAL_RANK>), so there is no "
+                "device_map to set" if unknown[0] == "device_map" else "")
+        raise DdpEvalError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {valid}{hint}")
     values = {}
     for name, value in raw.items():
         hint = hints[name]

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ddp_eval import completion, dist
 from ddp_eval.config import Config, to_dict
@@ -28,8 +27,10 @@ from ddp_eval.gather import gather_predictions
 from ddp_eval.generate import Replica, predict_batch
 from ddp_eval.identity import run_identity
 from ddp_eval.inputs import BatchDataset, PreparedBatch
+from ddp_eval.manifest import build_manifest, dumps
 from ddp_eval.model import load_model, load_processor
 from ddp_eval.plan import PlannedBatch, batches_for_rank, plan_batches, skip_done
+from ddp_eval.progress import JobProgress
 from ddp_eval.prompts import build_prompt
 from ddp_eval.report import atomic_write_text
 from ddp_eval.results import finish
@@ -37,6 +38,8 @@ from ddp_eval.shards import ShardWriter, check_identity, done_indices, read_shar
 from ddp_eval.stop import StopFlag, ignore_stop_signals
 
 log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 60.0  # per-rank progress lines in the log; the bar on rank 0 counts all ranks
 
 
 @dataclass
@@ -158,8 +161,8 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
     loader = DataLoader(dataset, batch_size=None, num_workers=cfg.run.num_workers, collate_fn=_identity,
                         pin_memory=info.device.type == "cuda", worker_init_fn=ignore_stop_signals)
     rows = sum(len(b.indices) for b in dataset.batches)
-    bar = tqdm(total=rows, unit="row", desc=f"rank {info.rank}", disable=not (options.show_progress and info.is_main))
     done = failed = 0
+    next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
     for prepared in loader:
         stats.wait_s += time.perf_counter() - tick
@@ -177,10 +180,12 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         stats.batches += 1
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
-        bar.update(len(records))
+        if time.perf_counter() >= next_log:
+            elapsed = time.perf_counter() - start
+            log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
+            next_log += LOG_EVERY_S
         stop.check(f"rank {info.rank} wrote {done} of {rows} rows; re-run the same command to resume")
         tick = time.perf_counter()
-    bar.close()
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
         stats.peak_memory_gib = torch.cuda.max_memory_allocated(info.device) / 2**30
@@ -203,33 +208,39 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     todo = sum(len(b.indices) for b in mine)
     log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
              len(benchmark.samples), len(plan), todo, len(mine), len(done))
-    try:
-        with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
-                                              run_identity(cfg, benchmark)) as writer:
-            stats = _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options) if mine \
-                else ShareStats()
-    except BaseException as err:
-        completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
-        raise
-    completion.mark(out, run_id, info.rank, "done", json.dumps(asdict(stats)))
-    if not info.is_main:
-        return None
-    details = completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
+    to_predict = len(benchmark.samples) - len(done & {s.index for s in benchmark.samples})
+    with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main):
+        try:
+            with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
+                                                  run_identity(cfg, benchmark)) as writer:
+                stats = _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options) if mine \
+                    else ShareStats()
+        except BaseException as err:
+            completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
+            raise
+        completion.mark(out, run_id, info.rank, "done", json.dumps(asdict(stats)))
+        if not info.is_main:
+            return None
+        details = completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
+    manifest = write_manifest(out, info, [json.loads(d) for d in details])
     table = gather_predictions(benchmark, out)
-    metrics = finish(table, out, score=cfg.scoring.enabled)
-    write_manifest(out, info, [json.loads(d) for d in details])
+    metrics = finish(table, out, score=cfg.scoring.enabled, manifest=manifest)
     log.info("results in %s", out)
     return metrics
 
 
-def write_manifest(out: Path, info: DistInfo, per_rank: list[dict]) -> None:
-    """Per-rank timings and totals beside run.json; rows/s counts the slowest rank's time."""
-    rows = sum(r["rows"] for r in per_rank)
-    slowest = max((r["predict_s"] for r in per_rank), default=0.0)
-    manifest = {"world_size": info.world_size, "rows_predicted": rows, "predict_s": slowest,
-                "rows_per_s": rows / slowest if slowest else None, "ranks": per_rank,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_text(out / "timings.json", json.dumps(manifest, indent=2) + "\n")
+def write_manifest(out: Path, info: DistInfo, per_rank: list[dict]) -> dict:
+    """manifest.json: run.json + versions + git commit + per-rank timings and rows/s."""
+    import torch
+
+    run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    cuda = None
+    if info.device.type == "cuda":
+        cuda = {"device": torch.cuda.get_device_name(info.device), "cuda": torch.version.cuda,
+                "nccl": ".".join(map(str, torch.cuda.nccl.version())) if info.initialized else None}
+    manifest = build_manifest(run_info, info.world_size, per_rank, cuda)
+    atomic_write_text(out / "manifest.json", dumps(manifest))
+    return manifest
 
 
 def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor, mine: list[PlannedBatch],
