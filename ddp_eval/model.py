@@ -8,6 +8,7 @@ device map is always `{"": device}`: the whole replica on this rank's device, ne
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,22 @@ def compile_vision_blocks(model: torch.nn.Module) -> None:
     for block in blocks:
         block.compile(dynamic=True)
     log.info("compiling %d vision blocks on first use", len(blocks))
+
+
+def warm_up_device(device: torch.device) -> threading.Thread | None:
+    """Create the CUDA context and cuBLAS handle in the background while the benchmark loads
+    (a few seconds of a job's start on a GPU); join the thread before loading the model."""
+    if device.type != "cuda":
+        return None
+
+    def warm() -> None:
+        with torch.cuda.device(device):
+            a = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
+            (a @ a).sum().item()
+
+    thread = threading.Thread(target=warm, name="ddp_eval-cuda-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_model_device(model: torch.nn.Module, device: torch.device) -> None:

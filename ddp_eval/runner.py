@@ -28,7 +28,7 @@ from ddp_eval.generate import Replica, predict_batch
 from ddp_eval.identity import run_identity
 from ddp_eval.inputs import BatchDataset, PreparedBatch
 from ddp_eval.manifest import build_manifest, dumps
-from ddp_eval.model import load_model, load_processor
+from ddp_eval.model import load_model, load_processor, warm_up_device
 from ddp_eval.plan import PlannedBatch, batches_for_rank, plan_batches, skip_done
 from ddp_eval.progress import JobProgress
 from ddp_eval.prompts import build_prompt
@@ -197,6 +197,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
     out = Path(cfg.run.output_dir)
     since = options.process_start or time.perf_counter()
+    warm_up = warm_up_device(info.device)
     benchmark = prepare_data(cfg, info)
     log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
              time.perf_counter() - since)
@@ -211,6 +212,8 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     to_predict = len(benchmark.samples) - len(done & {s.index for s in benchmark.samples})
     with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main):
         try:
+            if warm_up is not None:
+                warm_up.join()
             with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
                                                   run_identity(cfg, benchmark)) as writer:
                 stats = _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options) if mine \

@@ -100,6 +100,20 @@ def test_hf_dataset_on_disk_and_as_parquet(tmp_path):
         assert [s.index for s in bench.samples] == [0, 1, 2]
         assert bench.samples[0].options == {"A": "x", "B": "y"}
         assert bench.images.open(2).size == (42, 30)
+        assert [s.image_key for s in bench.samples] == [0, 1, 2]
+
+
+def test_hf_rows_with_identical_images_share_one_image_key(tmp_path):
+    import datasets
+
+    data = rows(3)
+    data[2]["image"] = data[0]["image"]  # a circular copy stored with its own (identical) image
+    for r in data:
+        r["image"] = Image.open(io.BytesIO(base64.b64decode(r["image"])))
+    ds = datasets.Dataset.from_list(data).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "ds"))
+    bench = load_benchmark(DataConfig(path=str(tmp_path / "ds")))
+    assert [s.image_key for s in bench.samples] == [0, 1, 0]
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -5,6 +5,7 @@ Images come from an Image feature; each row owns its image (no cross-row referen
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class DatasetImages:
     def describe(self, key: int) -> str:
         return f"{self.source}, image of row {key}"
 
+    def encoded(self, key: int) -> bytes:
+        """The image file's bytes as stored (not decoded)."""
+        return self._bytes(key)
+
     def _bytes(self, key: int) -> bytes:
         cell = self.ds[key][self.column]
         if cell is None:
@@ -75,6 +80,19 @@ def load_hf_dataset(path: Path, limit: int | None = None) -> Benchmark:
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     table = ds.remove_columns(image_cols).to_pandas()
-    samples = samples_from_table(table, list(range(len(table))), source)
-    return Benchmark(name=path.stem, source=source, table=table, samples=samples,
-                     images=DatasetImages(ds, image_cols[0], source))
+    images = DatasetImages(ds, image_cols[0], source)
+    samples = samples_from_table(table, shared_image_keys(images, len(table)), source)
+    return Benchmark(name=path.stem, source=source, table=table, samples=samples, images=images)
+
+
+def shared_image_keys(images: DatasetImages, n_rows: int) -> list[int]:
+    """Row -> the first row holding byte-identical image content, so copies share one encoding."""
+    first: dict[str, int] = {}
+    keys = []
+    for row in range(n_rows):
+        try:
+            digest = hashlib.sha1(images.encoded(row)).hexdigest()
+        except DdpEvalError:
+            digest = f"unreadable-{row}"  # fails with its reason when its batch is prepared
+        keys.append(first.setdefault(digest, row))
+    return keys
