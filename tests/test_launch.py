@@ -92,3 +92,15 @@ def test_single_node_script_requeues_on_sigterm_and_the_requeued_job_resumes(fak
     assert done.returncode == 0, done.stderr[-3000:]
     indices = [r["index"] for r in shard_records(out)]
     assert len(indices) == len(set(indices)) == 78
+
+
+def test_scaling_script_on_cpu_ranks(config_file, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "scaling.py"), "--config", str(config_file),
+                           "--ranks", "1,2", "--out", str(tmp_path), "--set", "run.batch_size=2",
+                           "--set", "generation.max_new_tokens=30", "--json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert [w["identical_predictions"] for w in result["worlds"]] == [True, True]
+    assert result["kill"]["killed"] and result["kill"]["exactly_once"]
+    assert 0 < result["kill"]["recomputed"] < 78
