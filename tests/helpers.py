@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pandas as pd
+
+_scaling = Path(__file__).resolve().parent.parent / "bench" / "scaling.py"
+_spec = importlib.util.spec_from_file_location("ddp_eval_bench_scaling", _scaling)
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)
+rank_pid = scaling.rank_pid  # torchrun's child process running a given RANK (Linux /proc)
 
 
 def env() -> dict[str, str]:

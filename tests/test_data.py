@@ -157,3 +157,11 @@ def test_download_with_wrong_md5_keeps_nothing(http_root, tmp_path):
 def test_unreachable_download_names_the_url(tmp_path):
     with pytest.raises(DdpEvalError, match="cannot download MMBench_TEST_EN from http://127.0.0.1:9/"):
         ensure_downloaded("MMBench_TEST_EN", str(tmp_path), mirror="http://127.0.0.1:9", show_progress=False)
+
+
+def test_rows_without_image_cell_read_image_path_relative_to_the_tsv(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (33, 21), "blue").save(tmp_path / "imgs" / "a.png")
+    data = [{k: v for k, v in rows(1)[0].items() if k != "image"} | {"image_path": "imgs/a.png"}]
+    bench = load_benchmark(DataConfig(path=str(tsv(tmp_path, data))))
+    assert bench.images.open(bench.samples[0].image_key).size == (33, 21)

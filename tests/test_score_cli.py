@@ -80,3 +80,11 @@ def test_cli_prints_user_errors_in_one_line_with_status_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ddp_eval", "--config", str(bad)], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown config key model.colour" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_console_script_is_installed():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ddp-eval"
+    done = subprocess.run([str(script), "score", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "predictions" in done.stdout

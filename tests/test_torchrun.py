@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_PIXELS
-from helpers import env, predictions, shard_records
+from helpers import env, predictions, rank_pid, shard_records
 
 
 def torchrun_cmd(nproc: int, config: Path, *overrides: str) -> list[str]:
@@ -44,22 +44,6 @@ def test_merged_predictions_equal_single_process(nproc, config_file, tmp_path, s
     assert "Overall" in done.stdout
 
 
-def _rank_pid(parent: int, rank: int) -> int | None:
-    """The pid of torchrun's child whose environment has RANK=rank."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return None
-    for pid in children:
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ:
-            return int(pid)
-    return None
-
-
 def signal_rank_mid_run(cmd: list[str], out: Path, rank: int, sig: int, world: int = 2):
     """Start torchrun, send `sig` to `rank` once its shard holds two records; return the finished process."""
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -67,7 +51,7 @@ def signal_rank_mid_run(cmd: list[str], out: Path, rank: int, sig: int, world: i
     deadline, sent = time.time() + 120, False
     while time.time() < deadline and proc.poll() is None and not sent:
         if shard.exists() and len(shard.read_text().splitlines()) >= 3:  # header + 2 records
-            pid = _rank_pid(proc.pid, rank)
+            pid = rank_pid(proc.pid, rank)
             if pid is not None:
                 os.kill(pid, sig)
                 sent = True
