@@ -113,3 +113,19 @@ def test_world_size_larger_than_the_row_count(config_file, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(predictions(out)) == [0, 1000000]
+
+
+def test_resume_with_another_world_size_predicts_only_the_missing_rows(config_file, tmp_path,
+                                                                        single_process_predictions):
+    out = tmp_path / "reshard"
+    code, _, _ = signal_rank_mid_run(torchrun_cmd(3, config_file, f"run.output_dir={out}", *SLOW), out, 1,
+                                     signal.SIGKILL, world=3)
+    assert code != 0
+    before = {r["index"] for r in shard_records(out)}
+    done = subprocess.run(torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW), env=env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = shard_records(out)
+    assert sorted(r["index"] for r in records) == sorted(single_process_predictions)
+    assert len(records) - len(before) == len(single_process_predictions) - len(before)
+    assert {p.name for p in (out / "shards").glob("*.jsonl")} >= {"rank000-of-003.jsonl", "rank000-of-002.jsonl"}
