@@ -113,8 +113,8 @@ def workload_size(model_dir: Path, tsv: Path, min_pixels: int, max_pixels: int) 
     from qwen_vl_utils import smart_resize
 
     from ddp_eval.config import DataConfig
+    from ddp_eval.costs import row_costs
     from ddp_eval.data.load import load_benchmark
-    from ddp_eval.runner import row_costs
 
     bench = load_benchmark(DataConfig(path=str(tsv)))
     costs = row_costs(bench, min_pixels, max_pixels)

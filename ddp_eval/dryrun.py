@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ddp_eval.config import Config
+from ddp_eval.costs import row_costs
 from ddp_eval.data.download import cached_path, is_benchmark_name
 from ddp_eval.data.load import load_benchmark
 from ddp_eval.identity import run_identity
@@ -13,8 +14,6 @@ from ddp_eval.shards import check_identity, done_indices, read_shards, shard_pat
 
 
 def describe(cfg: Config, world_size: int) -> str:
-    from ddp_eval.runner import row_costs  # the runner's own size estimate, so the plan is the real one
-
     if is_benchmark_name(cfg.data.path) and not cached_path(cfg.data.path, cfg.data.cache_dir).exists():
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{cached_path(cfg.data.path, cfg.data.cache_dir)} first; nothing else to show")

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ddp_eval.config import Config
 from ddp_eval.inputs import PreparedBatch
 from ddp_eval.model import check_inputs_device
 from ddp_eval.vision_reuse import VisionReuse
@@ -46,6 +47,16 @@ class Replica:
                 self.vision_reuse.clear()
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def generation_kwargs(cfg: Config) -> dict:
+    """Keyword arguments for `generate`: greedy (VLMEvalKit's default) or sampling."""
+    gen = cfg.generation
+    if gen.greedy:
+        return {"max_new_tokens": gen.max_new_tokens, "do_sample": False, "temperature": None,
+                "top_p": None, "top_k": None}
+    return {"max_new_tokens": gen.max_new_tokens, "do_sample": True, "temperature": gen.temperature,
+            "top_p": gen.top_p, "top_k": None}
 
 
 def is_out_of_memory(err: BaseException) -> bool:

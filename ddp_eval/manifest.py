@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ddp_eval.dist import DistInfo
+from ddp_eval.report import atomic_write_text
+
 PACKAGES = ("torch", "transformers", "accelerate", "qwen-vl-utils", "datasets", "pandas", "pillow", "ddp_eval")
 
 
@@ -56,3 +59,17 @@ def build_manifest(run_info: dict[str, Any], world_size: int, per_rank: list[dic
 
 def dumps(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_manifest(out: Path, info: DistInfo, per_rank: list[dict]) -> dict:
+    """manifest.json: run.json + versions + git commit + per-rank timings and rows/s."""
+    import torch
+
+    run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    cuda = None
+    if info.device.type == "cuda":
+        cuda = {"device": torch.cuda.get_device_name(info.device), "cuda": torch.version.cuda,
+                "nccl": ".".join(map(str, torch.cuda.nccl.version())) if info.initialized else None}
+    manifest = build_manifest(run_info, info.world_size, per_rank, cuda)
+    atomic_write_text(out / "manifest.json", dumps(manifest))
+    return manifest

@@ -10,31 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
 from ddp_eval import completion, dist
-from ddp_eval.config import Config, to_dict
+from ddp_eval.config import Config
+from ddp_eval.costs import row_costs
 from ddp_eval.data.download import ensure_downloaded, is_benchmark_name
 from ddp_eval.data.load import load_benchmark
 from ddp_eval.data.rows import Benchmark
 from ddp_eval.dist import DistInfo
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.gather import gather_predictions
-from ddp_eval.generate import Replica, predict_batch
+from ddp_eval.generate import Replica, generation_kwargs, predict_batch
 from ddp_eval.identity import run_identity
 from ddp_eval.inputs import BatchDataset, PreparedBatch
-from ddp_eval.manifest import build_manifest, dumps
+from ddp_eval.manifest import write_manifest
 from ddp_eval.model import load_model, load_processor, warm_up_device
 from ddp_eval.plan import PlannedBatch, batches_for_rank, plan_batches, skip_done
 from ddp_eval.progress import JobProgress
-from ddp_eval.prompts import build_prompt
-from ddp_eval.report import atomic_write_text
 from ddp_eval.results import finish
-from ddp_eval.shards import ShardWriter, check_identity, done_indices, read_shards, shard_path
+from ddp_eval.resume import resume_state
+from ddp_eval.shards import ShardWriter, shard_path
 from ddp_eval.stop import StopFlag, ignore_stop_signals
 
 log = logging.getLogger(__name__)
@@ -66,24 +65,6 @@ class Options:
     process_start: float = 0.0  # time.perf_counter() at process start, for time-to-first-batch
 
 
-def row_costs(benchmark: Benchmark, min_pixels: int, max_pixels: int) -> dict[int, int]:
-    """Approximate prompt tokens per row: image tokens after resizing + text length / 4."""
-    from qwen_vl_utils import smart_resize
-
-    image_tokens: dict[int, int] = {}
-    costs = {}
-    for s in benchmark.samples:
-        if s.image_key not in image_tokens:
-            try:
-                width, height = benchmark.images.size(s.image_key)
-                h, w = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-                image_tokens[s.image_key] = (h // 28) * (w // 28)
-            except (DdpEvalError, ValueError):
-                image_tokens[s.image_key] = 0  # fails again, with its reason, when its batch is prepared
-        costs[s.index] = image_tokens[s.image_key] + len(build_prompt(s)) // 4
-    return costs
-
-
 def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
     if is_benchmark_name(cfg.data.path):
         error = None
@@ -96,57 +77,6 @@ def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
         if error:
             raise DdpEvalError(error)
     return load_benchmark(cfg.data)
-
-
-def resume_state(cfg: Config, info: DistInfo, benchmark: Benchmark, out: Path,
-                 options: Options) -> tuple[set[int], str]:
-    """Rank 0 checks the output dir and lists rows already predicted; every rank gets its answer."""
-    state: tuple[set[int], str] | str
-    if info.is_main:
-        try:
-            state = _scan_output_dir(cfg, info, benchmark, out, options)
-        except DdpEvalError as err:
-            state = str(err)
-    else:
-        state = ""
-    state = dist.broadcast_object(info, state)
-    if isinstance(state, str):
-        raise DdpEvalError(state)
-    return state
-
-
-def _scan_output_dir(cfg: Config, info: DistInfo, benchmark: Benchmark, out: Path,
-                     options: Options) -> tuple[set[int], str]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise DdpEvalError(f"run.output_dir: cannot write to {out} ({err.strerror or err})") from None
-    contents = read_shards(out)
-    identity = run_identity(cfg, benchmark)
-    check_identity(contents, identity, out)
-    known = {s.index for s in benchmark.samples}
-    stray = sorted({int(r["index"]) for r in contents.records} - known)
-    if stray:
-        raise DdpEvalError(f"{out} holds predictions for rows not in this benchmark (index {stray[:5]}); "
-                           "use another run.output_dir")
-    completion.clear_markers(out)
-    meta = {"benchmark": benchmark.name, "source": benchmark.source, "rows": len(benchmark.samples),
-            "world_size": info.world_size, "identity": identity, "config": to_dict(cfg),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_text(out / "run.json", json.dumps(meta, indent=2) + "\n")
-    return done_indices(contents, retry_failed=options.retry_failed), uuid.uuid4().hex[:12]
-
-
-def generation_kwargs(cfg: Config) -> dict:
-    gen = cfg.generation
-    if gen.greedy:
-        return {"max_new_tokens": gen.max_new_tokens, "do_sample": False, "temperature": None,
-                "top_p": None, "top_k": None}
-    return {"max_new_tokens": gen.max_new_tokens, "do_sample": True, "temperature": gen.temperature,
-            "top_p": gen.top_p, "top_k": None}
 
 
 def _identity(batch: PreparedBatch) -> PreparedBatch:
@@ -202,7 +132,7 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
              time.perf_counter() - since)
     processor = load_processor(cfg.model)
-    done, run_id = resume_state(cfg, info, benchmark, out, options)
+    done, run_id = resume_state(cfg, info, benchmark, out, options.retry_failed)
     plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size,
                         cfg.run.batch_tokens, groups={s.index: s.image_key for s in benchmark.samples})
     mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
@@ -230,20 +160,6 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     metrics = finish(table, out, score=cfg.scoring.enabled, manifest=manifest)
     log.info("results in %s", out)
     return metrics
-
-
-def write_manifest(out: Path, info: DistInfo, per_rank: list[dict]) -> dict:
-    """manifest.json: run.json + versions + git commit + per-rank timings and rows/s."""
-    import torch
-
-    run_info = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    cuda = None
-    if info.device.type == "cuda":
-        cuda = {"device": torch.cuda.get_device_name(info.device), "cuda": torch.version.cuda,
-                "nccl": ".".join(map(str, torch.cuda.nccl.version())) if info.initialized else None}
-    manifest = build_manifest(run_info, info.world_size, per_rank, cuda)
-    atomic_write_text(out / "manifest.json", dumps(manifest))
-    return manifest
 
 
 def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor, mine: list[PlannedBatch],

@@ -106,9 +106,8 @@ def test_predictions_with_vision_reuse_equal_without_in_float32(model_fixture, r
 def test_vision_tower_encodes_each_distinct_image_once(tiny_model, demo_tsv):
     from ddp_eval.config import DataConfig
     from ddp_eval.data.load import load_benchmark
-    from ddp_eval.generate import Replica
+    from ddp_eval.generate import Replica, generation_kwargs
     from ddp_eval.inputs import prepare_batch
-    from ddp_eval.runner import generation_kwargs
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor = load_processor(cfg)
