@@ -135,6 +135,19 @@ def tiny_config(tokenizer, family: str = "qwen2_vl"):
     raise ValueError(f"unknown family {family!r}")
 
 
+LETTER_SCALE = 3.0
+
+
+def favour_option_letters(model, tokenizer) -> None:
+    """Scale up the (tied) embedding rows of A-D so that the random model's first reply token is an
+    option letter, as a real model's is: the demo's accuracy is then chance-level, not near zero."""
+    import torch
+
+    ids = [tokenizer.convert_tokens_to_ids(letter) for letter in "ABCD"]
+    with torch.no_grad():
+        model.get_output_embeddings().weight[ids] *= LETTER_SCALE
+
+
 def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path:
     """Save a random-weight model of `family` + processor to `out` (skipped if already there)."""
     import torch
@@ -149,6 +162,7 @@ def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path
     config = tiny_config(tokenizer, family)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    favour_option_letters(model, tokenizer)
     ids = _token_ids(tokenizer)
     model.generation_config = GenerationConfig(
         eos_token_id=[ids["eos_token_id"], ids["pad_token_id"]], pad_token_id=ids["pad_token_id"],
