@@ -19,6 +19,7 @@ from ddp_eval.errors import DdpEvalError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
+GENERATION_MODES = ("generate", "choice_logits")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class DataConfig:
 
 @dataclass
 class GenerationConfig:
+    # generate: decode a reply and extract the letter (VLMEvalKit's way). choice_logits: one forward
+    # pass; the reply is the option letter whose token the model scores highest.
+    mode: str = "generate"
     max_new_tokens: int = 2048
     greedy: bool = True
     temperature: float = 1.0
@@ -164,6 +168,7 @@ def validate(cfg: Config) -> None:
     """Checks across values; file existence is checked where the files are opened."""
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     _one_of("data.format", cfg.data.format, DATA_FORMATS)
+    _one_of("generation.mode", cfg.generation.mode, GENERATION_MODES)
     if not cfg.model.path:
         raise DdpEvalError("config key model.path is required: a local model directory")
     if not cfg.data.path:

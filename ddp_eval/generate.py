@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ddp_eval.config import Config
+from ddp_eval.errors import DdpEvalError
 from ddp_eval.inputs import PreparedBatch
 from ddp_eval.model import check_inputs_device
 from ddp_eval.vision_reuse import VisionReuse
@@ -24,13 +25,15 @@ class Replica:
     """The model, its processor and generation settings on this rank's device."""
 
     def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any],
-                 reuse_vision: bool = False) -> None:
+                 reuse_vision: bool = False, mode: str = "generate") -> None:
         self.model = model
         self.processor = processor
         self.device = device
         self.gen_kwargs = gen_kwargs
         self.vision_reuse = VisionReuse(model) if reuse_vision else None
+        self.mode = mode
         self._checked = False
+        self._letter_ids: dict[str, int] = {}
 
     @torch.inference_mode()
     def replies(self, prepared: PreparedBatch) -> list[str]:
@@ -41,12 +44,32 @@ class Replica:
         if self.vision_reuse is not None and prepared.image_map is not None:
             self.vision_reuse.share(prepared.image_map, prepared.unique_grid_thw)
         try:
+            if self.mode == "choice_logits":
+                return self._choose(inputs, prepared.letters)
             output = self.model.generate(**inputs, **self.gen_kwargs)
         finally:
             if self.vision_reuse is not None:
                 self.vision_reuse.clear()
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _choose(self, inputs, letters: list[tuple[str, ...]]) -> list[str]:
+        """One forward pass; per row, the option letter with the highest next-token logit."""
+        logits = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+        candidates = [[self.letter_id(letter) for letter in row] for row in letters]
+        width = max(len(c) for c in candidates)
+        ids = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], device=logits.device)
+        best = logits.gather(1, ids).argmax(dim=1).tolist()  # one host sync per batch
+        return [row[b] for row, b in zip(letters, best)]
+
+    def letter_id(self, letter: str) -> int:
+        if letter not in self._letter_ids:
+            ids = self.processor.tokenizer.encode(letter, add_special_tokens=False)
+            if len(ids) != 1:
+                raise DdpEvalError(f"generation.mode choice_logits: option letter {letter!r} is not one token for "
+                                   "this tokenizer; use generation.mode=generate")
+            self._letter_ids[letter] = ids[0]
+        return self._letter_ids[letter]
 
 
 def generation_kwargs(cfg: Config) -> dict:

@@ -39,7 +39,8 @@ def run_identity(cfg: Config, benchmark: Benchmark) -> dict[str, Any]:
         "min_pixels": cfg.model.min_pixels,
         "max_pixels": cfg.model.max_pixels,
         "generation": {
-            "max_new_tokens": cfg.generation.max_new_tokens, "greedy": cfg.generation.greedy,
+            "mode": cfg.generation.mode, "max_new_tokens": cfg.generation.max_new_tokens,
+            "greedy": cfg.generation.greedy,
             "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
         },
     }

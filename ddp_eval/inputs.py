@@ -27,6 +27,7 @@ class PreparedBatch:
     # With vision reuse: pixel_values hold each distinct image once; row i shows image image_map[i].
     image_map: list[int] | None = None
     unique_grid_thw: Any = None
+    letters: list[tuple[str, ...]] = field(default_factory=list)  # each row's option letters
 
     def pin_memory(self) -> PreparedBatch:
         """Called by the DataLoader's pinning thread, so host-to-device copies can be asynchronous."""
@@ -63,7 +64,8 @@ def prepare_batch(processor, benchmark: Benchmark, batch_id: int, indices: tuple
         keys.append(sample.image_key)
         texts.append(processor.apply_chat_template(build_messages(sample), tokenize=False,
                                                    add_generation_prompt=True))
-    batch = PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=None, failed=failed)
+    batch = PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=None, failed=failed,
+                          letters=[tuple(benchmark.by_index[i].options) for i in ok])
     if not ok:
         return batch
     if not reuse_vision:

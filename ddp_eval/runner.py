@@ -167,7 +167,7 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
     stats = ShareStats()
     start = time.perf_counter()
     replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
-                      reuse_vision=cfg.model.reuse_vision)
+                      reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode)
     stats.load_s = time.perf_counter() - start
     log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
              time.perf_counter() - (options.process_start or start))

@@ -123,3 +123,15 @@ def test_vision_tower_encodes_each_distinct_image_once(tiny_model, demo_tsv):
     batch = prepare_batch(processor, bench, 0, (0, 1_000_000, 2_000_000, 3_000_000), 3136, 50176, reuse_vision=True)
     assert len(replica.replies(batch)) == 4
     assert seen == [int(batch.unique_grid_thw.prod(-1).sum())]  # one image's patches, not four
+
+
+def test_choice_logits_picks_the_letter_greedy_generation_would_start_with(make_config, single_process, tmp_path):
+    run(make_config("generation.max_new_tokens=1", f"run.output_dir={tmp_path / 'gen'}"), single_process, QUIET)
+    run(make_config("generation.mode=choice_logits", f"run.output_dir={tmp_path / 'cl'}"), single_process, QUIET)
+    generated, chosen = predictions(tmp_path / "gen"), predictions(tmp_path / "cl")
+    assert set(chosen.values()) <= set("ABCD")
+    # Where greedy decoding's first token is an option letter it is the argmax over the whole
+    # vocabulary, so it must also be the argmax over the options.
+    letter_rows = [i for i, reply in generated.items() if reply in ("A", "B", "C", "D")]
+    assert len(letter_rows) > 20
+    assert all(chosen[i] == generated[i] for i in letter_rows)
