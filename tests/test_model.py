@@ -65,7 +65,8 @@ def test_rerun_resumes_and_predicts_nothing_twice(make_config, single_process, t
     run(cfg, single_process, QUIET)
     shard = next((tmp_path / "out" / "shards").glob("*.jsonl"))
     lines = shard.read_text().splitlines()
-    shard.write_text("\n".join(lines[:8]) + "\n")  # header + 7 rows: as if killed after 7 rows
+    # header + 7 whole rows + the 8th cut mid-line: as if killed while writing
+    shard.write_text("\n".join(lines[:8]) + "\n" + lines[8][:15])
     run(cfg, single_process, QUIET)
     indices = [json.loads(x)["index"] for x in shard.read_text().splitlines()[1:]]
     assert len(indices) == 20 and len(set(indices)) == 20

@@ -129,3 +129,19 @@ def test_resume_with_another_world_size_predicts_only_the_missing_rows(config_fi
     assert sorted(r["index"] for r in records) == sorted(single_process_predictions)
     assert len(records) - len(before) == len(single_process_predictions) - len(before)
     assert {p.name for p in (out / "shards").glob("*.jsonl")} >= {"rank000-of-003.jsonl", "rank000-of-002.jsonl"}
+
+
+def test_sigint_on_a_single_process_run_stops_after_the_batch_with_status_130(config_file, tmp_path):
+    out = tmp_path / "int"
+    cmd = [sys.executable, "-m", "ddp_eval", "--config", str(config_file), "--quiet", "--set",
+           f"run.output_dir={out}", *[x for s in SLOW for x in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shard = out / "shards" / "rank000-of-001.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (shard.exists() and len(shard.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "stopped by SIGINT" in stderr and "re-run the same command to resume" in stderr
+    assert len(shard_records(out)) % 2 == 0  # whole batches of 2 only
