@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= .cache/demo
 NPROC ?= 2
 CONFIG ?= configs/mmbench.yaml
-GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
+# Local GPUs (one rank each); 1 CPU rank where there is none.
+GPUS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | wc -l); [ "$$n" -gt 0 ] && echo $$n || echo 1)
 
 .PHONY: install demo test lint eval slurm doctor bench clean
 
