@@ -6,7 +6,6 @@ User errors (DdpEvalError) are printed as one line without a traceback and exit 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -16,9 +15,6 @@ from ddp_eval.errors import DdpEvalError
 from ddp_eval.stop import Stopped
 
 PROCESS_START = time.perf_counter()  # torch and transformers load later, inside the commands
-
-log = logging.getLogger("ddp_eval")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddp_eval", description="Data-parallel VLM evaluation (torchrun-ready).")
