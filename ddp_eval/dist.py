@@ -109,14 +109,6 @@ def _attempt_store(env: Mapping[str, str], rank: int, world: int,
     return torch_dist.PrefixStore(f"ddp_eval/attempt_{attempt}", base)
 
 
-def barrier(info: DistInfo) -> None:
-    if info.initialized:
-        if info.device.type == "cuda":
-            torch_dist.barrier(device_ids=[info.device.index])
-        else:
-            torch_dist.barrier()
-
-
 def broadcast_object(info: DistInfo, obj: Any) -> Any:
     """Rank 0's `obj` on every rank."""
     if not info.initialized:
@@ -124,15 +116,6 @@ def broadcast_object(info: DistInfo, obj: Any) -> Any:
     box = [obj]
     torch_dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def all_ok(info: DistInfo, ok: bool) -> bool:
-    """True on every rank only if `ok` is true on every rank (so all fail together, none hangs)."""
-    if not info.initialized:
-        return ok
-    flag = torch.tensor([0 if ok else 1], device=info.device)
-    torch_dist.all_reduce(flag)
-    return int(flag.item()) == 0
 
 
 class RankFilter(logging.Filter):

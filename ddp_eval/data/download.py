@@ -1,6 +1,6 @@
 """Benchmark names -> the TSV URL and md5 that VLMEvalKit publishes; download once into a cache.
 
-Rank 0 downloads (with a progress bar) while the other ranks wait at a barrier (see `runner`).
+Rank 0 downloads (with a progress bar) while the other ranks wait for its word (`runner.prepare_data`).
 """
 
 from __future__ import annotations

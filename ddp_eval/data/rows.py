@@ -12,7 +12,6 @@ from PIL import Image
 from ddp_eval.errors import DdpEvalError
 
 OPTION_LETTERS = tuple(string.ascii_uppercase)
-CIRCULAR_OFFSET = 1_000_000
 
 
 @dataclass(frozen=True)
