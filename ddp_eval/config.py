@@ -20,6 +20,7 @@ from ddp_eval.errors import DdpEvalError
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
 GENERATION_MODES = ("generate", "choice_logits")
+VISION_ATTENTION = ("sdpa", "varlen")
 
 
 @dataclass
@@ -27,11 +28,17 @@ class ModelConfig:
     path: str = ""
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
+    # Vision tower attention: sdpa (transformers' loop, one call per image per layer) or varlen (one packed
+    # call per layer for all images of the batch; PyTorch's flash/cuDNN varlen kernel on CUDA).
+    vision_attention: str = "sdpa"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False
     # Encode each distinct image of a batch once and share its features across the rows showing it
     # (MMBench's circular copies); false encodes every row's image separately.
     reuse_vision: bool = True
+    # Prefill the prompt start that rows of one image share (system prompt, image, hint, question) once
+    # and reuse its KV cache for each row's own tokens; greedy decoding only. Off until proven on more models.
+    reuse_prefix: bool = False
     min_pixels: int = 1280 * 28 * 28
     max_pixels: int = 16384 * 28 * 28
 
@@ -58,6 +65,8 @@ class GenerationConfig:
     greedy: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
+    # 1.0 as VLMEvalKit passes for Qwen2-VL (overrides a checkpoint's generation_config).
+    repetition_penalty: float = 1.0
 
 
 @dataclass
@@ -168,6 +177,7 @@ def validate(cfg: Config) -> None:
     """Checks across values; file existence is checked where the files are opened."""
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     _one_of("data.format", cfg.data.format, DATA_FORMATS)
+    _one_of("model.vision_attention", cfg.model.vision_attention, VISION_ATTENTION)
     _one_of("generation.mode", cfg.generation.mode, GENERATION_MODES)
     if not cfg.model.path:
         raise DdpEvalError("config key model.path is required: a local model directory")
@@ -178,6 +188,10 @@ def validate(cfg: Config) -> None:
             f"model.min_pixels ({cfg.model.min_pixels}) must be > 0 and <= model.max_pixels ({cfg.model.max_pixels})"
         )
     _positive("generation.max_new_tokens", cfg.generation.max_new_tokens)
+    if cfg.generation.repetition_penalty <= 0:
+        raise DdpEvalError("config key generation.repetition_penalty must be > 0, got "
+                           f"{cfg.generation.repetition_penalty}")
+    _check_prefix_reuse(cfg)
     _positive("run.batch_size", cfg.run.batch_size)
     if cfg.run.batch_tokens is not None:
         _positive("run.batch_tokens", cfg.run.batch_tokens)
@@ -186,6 +200,18 @@ def validate(cfg: Config) -> None:
         raise DdpEvalError(f"run.num_workers must be >= 0, got {cfg.run.num_workers}")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
         raise DdpEvalError(f"data.limit must be a positive number of rows or null, got {cfg.data.limit}")
+
+
+def _check_prefix_reuse(cfg: Config) -> None:
+    if not cfg.model.reuse_prefix:
+        return
+    needs = [(not cfg.model.reuse_vision, "model.reuse_vision=true"),
+             (not cfg.generation.greedy, "generation.greedy=true"),
+             (cfg.generation.repetition_penalty != 1.0, "generation.repetition_penalty=1.0")]
+    missing = [what for bad, what in needs if bad]
+    if missing:
+        raise DdpEvalError(f"model.reuse_prefix=true needs {' and '.join(missing)} (it decodes greedily from the "
+                           "shared prefix's cache); set those or model.reuse_prefix=false")
 
 
 def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ from ddp_eval.config import Config
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.inputs import PreparedBatch
 from ddp_eval.model import check_inputs_device
+from ddp_eval.prefix_decode import PrefixDecoder
 from ddp_eval.vision_reuse import VisionReuse
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,13 @@ class Replica:
     """The model, its processor and generation settings on this rank's device."""
 
     def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any],
-                 reuse_vision: bool = False, mode: str = "generate") -> None:
+                 reuse_vision: bool = False, mode: str = "generate", reuse_prefix: bool = False) -> None:
         self.model = model
         self.processor = processor
         self.device = device
         self.gen_kwargs = gen_kwargs
         self.vision_reuse = VisionReuse(model) if reuse_vision else None
+        self.prefix_decoder = PrefixDecoder(model) if reuse_prefix else None
         self.mode = mode
         self._checked = False
         self._letter_ids: dict[str, int] = {}
@@ -44,18 +46,29 @@ class Replica:
         if self.vision_reuse is not None and prepared.image_map is not None:
             self.vision_reuse.share(prepared.image_map, prepared.unique_grid_thw)
         try:
-            if self.mode == "choice_logits":
-                return self._choose(inputs, prepared.letters)
-            output = self.model.generate(**inputs, **self.gen_kwargs)
+            new_tokens = self._new_tokens(inputs, prepared)
         finally:
             if self.vision_reuse is not None:
                 self.vision_reuse.clear()
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        if self.mode == "choice_logits":
+            return new_tokens
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def _choose(self, inputs, letters: list[tuple[str, ...]]) -> list[str]:
-        """One forward pass; per row, the option letter with the highest next-token logit."""
-        logits = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+    def _new_tokens(self, inputs, prepared: PreparedBatch):
+        """Generated token ids per row, or the chosen letters in choice_logits mode."""
+        if prepared.prefix is not None and self.prefix_decoder is not None:
+            suffix = prepared.prefix.to(self.device)
+            if self.mode == "choice_logits":
+                return self._choose(self.prefix_decoder.first_logits(inputs, suffix)[0], prepared.letters)
+            return self.prefix_decoder.generate(inputs, suffix, self.gen_kwargs["max_new_tokens"])
+        if self.mode == "choice_logits":
+            logits = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            return self._choose(logits, prepared.letters)
+        output = self.model.generate(**inputs, **self.gen_kwargs)
+        return output[:, inputs["input_ids"].shape[1]:]
+
+    def _choose(self, logits, letters: list[tuple[str, ...]]) -> list[str]:
+        """Per row, the option letter with the highest next-token logit."""
         candidates = [[self.letter_id(letter) for letter in row] for row in letters]
         width = max(len(c) for c in candidates)
         ids = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], device=logits.device)
@@ -75,11 +88,10 @@ class Replica:
 def generation_kwargs(cfg: Config) -> dict:
     """Keyword arguments for `generate`: greedy (VLMEvalKit's default) or sampling."""
     gen = cfg.generation
+    common = {"max_new_tokens": gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty, "top_k": None}
     if gen.greedy:
-        return {"max_new_tokens": gen.max_new_tokens, "do_sample": False, "temperature": None,
-                "top_p": None, "top_k": None}
-    return {"max_new_tokens": gen.max_new_tokens, "do_sample": True, "temperature": gen.temperature,
-            "top_p": gen.top_p, "top_k": None}
+        return common | {"do_sample": False, "temperature": None, "top_p": None}
+    return common | {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p}
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -167,12 +167,13 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
     stats = ShareStats()
     start = time.perf_counter()
     replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
-                      reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode)
+                      reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode,
+                      reuse_prefix=cfg.model.reuse_prefix)
     stats.load_s = time.perf_counter() - start
     log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
              time.perf_counter() - (options.process_start or start))
     dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
-                           reuse_vision=cfg.model.reuse_vision)
+                           reuse_vision=cfg.model.reuse_vision, reuse_prefix=cfg.model.reuse_prefix)
     predict(cfg, info, dataset, replica, writer, stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,

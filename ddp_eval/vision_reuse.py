@@ -18,13 +18,13 @@ from torch import nn
 from ddp_eval.errors import DdpEvalError
 
 
-def find_vision_tower(model: nn.Module) -> nn.Module:
+def find_vision_tower(model: nn.Module, setting: str = "model.reuse_vision=false") -> nn.Module:
     for owner in (model, getattr(model, "model", None)):
         visual = getattr(owner, "visual", None)
         if isinstance(visual, nn.Module):
             return visual
-    raise DdpEvalError(f"model.reuse_vision: {type(model).__name__} has no vision tower at .visual; "
-                       "set model.reuse_vision=false")
+    raise DdpEvalError(f"{setting.split('=')[0]}: {type(model).__name__} has no vision tower at .visual; "
+                       f"set {setting}")
 
 
 class VisionReuse:

@@ -18,6 +18,7 @@ def test_defaults_match_vlmevalkit_for_qwen2_vl(tmp_path):
     assert cfg.model.min_pixels == 1280 * 28 * 28
     assert cfg.model.max_pixels == 16384 * 28 * 28
     assert cfg.generation.greedy is True
+    assert cfg.generation.repetition_penalty == 1.0  # VLMEvalKit passes 1.0, whatever the checkpoint says
 
 
 def test_set_overrides_nested_keys_with_yaml_values(tmp_path):
@@ -77,3 +78,11 @@ def test_invalid_yaml_names_the_file(tmp_path):
 def test_yaml_is_safe_loaded_so_tags_do_not_execute(tmp_path):
     with pytest.raises(DdpEvalError, match="not valid YAML"):
         load_config(write(tmp_path, "model: !!python/object/apply:os.system ['echo pwned']\n"))
+
+
+def test_prefix_reuse_names_every_setting_it_needs(tmp_path):
+    with pytest.raises(DdpEvalError) as err:
+        load_config(write(tmp_path, BASE), ["model.reuse_prefix=true", "model.reuse_vision=false",
+                                            "generation.greedy=false"])
+    assert "model.reuse_vision=true" in str(err.value) and "generation.greedy=true" in str(err.value)
+    assert load_config(write(tmp_path, BASE), ["model.reuse_prefix=true"]).model.reuse_prefix is True

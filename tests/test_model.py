@@ -136,3 +136,66 @@ def test_choice_logits_picks_the_letter_greedy_generation_would_start_with(make_
     letter_rows = [i for i, reply in generated.items() if reply in ("A", "B", "C", "D")]
     assert len(letter_rows) > 20
     assert all(chosen[i] == generated[i] for i in letter_rows)
+
+
+def test_shared_prefix_gives_the_logits_of_the_full_rows(tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.prefix_decode import PrefixDecoder
+    from ddp_eval.vision_reuse import VisionReuse
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    rows = (0, 1_000_000, 2_000_000, 1, 1_000_001, 5)  # three images, two shared by circular copies
+    plain = prepare_batch(processor, bench, 0, rows, 3136, 50176)
+    shared = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True, reuse_prefix=True)
+    assert shared.inputs["input_ids"].shape[0] == 3  # one prefix per image
+    assert shared.prefix.input_ids.shape[1] < plain.inputs["input_ids"].shape[1] // 2  # options and after
+    with torch.inference_mode():
+        expected = model(**plain.inputs, logits_to_keep=1).logits[:, -1]
+        reuse = VisionReuse(model)
+        reuse.share(shared.image_map, shared.unique_grid_thw)
+        got, _ = PrefixDecoder(model).first_logits(shared.inputs, shared.prefix)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])
+def test_predictions_with_prefix_reuse_equal_without_in_float32(model_fixture, request, make_config,
+                                                                 single_process, tmp_path):
+    model = request.getfixturevalue(model_fixture)
+    for name, reuse in (("on", "true"), ("off", "false")):
+        run(make_config(f"model.reuse_prefix={reuse}", "run.batch_size=6", f"run.output_dir={tmp_path / name}",
+                        model=model), single_process, QUIET)
+    on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
+    assert len(on) == 78 and on == off
+    assert len(set(on.values())) > 3  # real, varied replies, not one constant
+
+
+def test_choice_logits_with_prefix_reuse_choose_as_without(make_config, single_process, tmp_path):
+    for name, reuse in (("on", "true"), ("off", "false")):
+        run(make_config("generation.mode=choice_logits", f"model.reuse_prefix={reuse}",
+                        f"run.output_dir={tmp_path / name}"), single_process, QUIET)
+    assert predictions(tmp_path / "on") == predictions(tmp_path / "off")
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])
+def test_packed_vision_attention_gives_the_per_image_results(model_fixture, request, tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.vision_reuse import find_vision_tower
+
+    path = request.getfixturevalue(model_fixture)
+    cfg = ModelConfig(path=str(path), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor = load_processor(cfg)
+    per_image = load_model(cfg, torch.device("cpu"))
+    packed = load_model(ModelConfig(**{**cfg.__dict__, "vision_attention": "varlen"}), torch.device("cpu"))
+    assert find_vision_tower(packed).config._attn_implementation == "ddp_eval_flash_varlen"
+    assert per_image.config.text_config._attn_implementation == packed.config.text_config._attn_implementation
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    batch = prepare_batch(processor, bench, 0, (0, 1, 2, 7), 3136, 50176)  # four images of different sizes
+    with torch.inference_mode():
+        expected, got = (m(**batch.inputs, logits_to_keep=1).logits for m in (per_image, packed))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

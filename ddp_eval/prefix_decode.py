@@ -1,0 +1,84 @@
+"""Greedy decoding from shared prefixes: prefill each prefix once, copy its KV cache to every row
+that starts with it, run each row's own tokens, then decode.
+
+The math is the one `generate` does on the full rows (same tokens, same rotary positions, same
+causal mask); only the prefix's keys and values are computed once instead of once per row. The loop
+is plain greedy decoding, so it is only used where `generate` would be plain greedy too: the config
+requires greedy decoding and repetition_penalty 1.0, and a checkpoint whose generation_config asks
+for other logits processors is refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.inputs import SuffixInputs
+
+# generation_config settings that would change greedy choices, and the value that leaves them off.
+_NEUTRAL = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+            "begin_suppress_tokens": (None,), "sequence_bias": (None,), "min_new_tokens": (None, 0),
+            "min_length": (None, 0), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,)}
+
+
+class PrefixDecoder:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        config = model.generation_config
+        for name, neutral in _NEUTRAL.items():
+            if getattr(config, name, None) not in neutral:
+                raise DdpEvalError(f"model.reuse_prefix: the checkpoint's generation_config sets {name}="
+                                   f"{getattr(config, name)!r}, which plain greedy decoding from a shared prefix "
+                                   "does not apply; set model.reuse_prefix=false")
+        eos = config.eos_token_id
+        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []))
+        self.pad = config.pad_token_id if config.pad_token_id is not None else int(self.eos[0]) if len(self.eos) else 0
+        # transformers renamed forward's `past_key_values` to `cache`; use whichever this version has.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def first_logits(self, prefix_inputs, suffix: SuffixInputs):
+        """Next-token logits at each row's last prompt token, and the state to decode on from."""
+        out = self.model(**prefix_inputs, use_cache=True, logits_to_keep=1)
+        cache = _cache_of(out)
+        cache.batch_select_indices(suffix.owner)  # one copy of its prefix's keys and values per row
+        mask = torch.cat([prefix_inputs["attention_mask"][suffix.owner], suffix.attention_mask], dim=1)
+        offsets = (suffix.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        positions = suffix.position_start[:, None] + offsets
+        out = self.model(input_ids=suffix.input_ids, attention_mask=mask, position_ids=_rope(positions),
+                         use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
+        return out.logits[:, -1, :], (cache, mask, positions[:, -1] + 1)
+
+    def generate(self, prefix_inputs, suffix: SuffixInputs, max_new_tokens: int) -> torch.Tensor:
+        """Greedy new tokens per row (rows that finished are padded), shape (rows, steps)."""
+        logits, (cache, mask, position) = self.first_logits(prefix_inputs, suffix)
+        eos = self.eos.to(logits.device)
+        done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            token = torch.where(done, self.pad, logits.argmax(-1))
+            tokens.append(token)
+            done |= torch.isin(token, eos)
+            if step + 1 == max_new_tokens or bool(done.all()):  # one host sync per step, as generate has
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=_rope(position[:, None]),
+                             use_cache=True, **{self.cache_arg: cache})
+            logits, position = out.logits[:, -1, :], position + 1
+        return torch.stack(tokens, dim=1)
+
+
+def _rope(positions: torch.Tensor) -> torch.Tensor:
+    """Text positions (rows, tokens) as multimodal RoPE's three equal components."""
+    return positions[None].expand(3, -1, -1)
+
+
+def _cache_of(output):
+    for name in ("cache", "past_key_values"):
+        cache = getattr(output, name, None)
+        if cache is not None:
+            return cache
+    raise DdpEvalError("model.reuse_prefix: the model returned no KV cache; set model.reuse_prefix=false")

@@ -1,0 +1,84 @@
+"""One attention call per vision layer for all images of a batch (variable-length packing).
+
+transformers' Qwen2-VL vision tower runs sdpa once per image per layer (32 layers x ~30 images in a
+batch of MMBench rows), after a host sync for the split sizes in every layer. Its flash-attention
+branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transformers takes that
+branch for any attention implementation whose name contains "flash". This registers one backed by
+PyTorch's own `varlen_attn` (the FlashAttention-2 / cuDNN kernels that ship with torch), so no extra
+package is needed, and selects it for the vision tower only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import torch
+from torch import nn
+
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.vision_reuse import find_vision_tower
+
+log = logging.getLogger(__name__)
+
+NAME = "ddp_eval_flash_varlen"  # "flash" in the name selects transformers' cu_seqlens branch
+
+
+def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask=None, scaling: float | None = None, dropout: float = 0.0,
+                     cu_seq_lens_q: torch.Tensor | None = None, cu_seq_lens_k: torch.Tensor | None = None,
+                     max_length_q=None, max_length_k=None, is_causal: bool = False, **kwargs):
+    """transformers' attention-function interface: (1, heads, tokens, dim) in, (1, tokens, heads, dim) out."""
+    if attention_mask is not None or is_causal or cu_seq_lens_q is None:
+        raise DdpEvalError(f"model.vision_attention=varlen: unexpected call from {type(module).__name__} "
+                           "(a mask, causal attention or no sequence boundaries); use model.vision_attention=sdpa")
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
+    if q.is_cuda:
+        out = _varlen(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), int(max_length_q),
+                      int(max_length_k), scaling)
+    else:  # the same attention one image at a time (CPU has no varlen kernel); used by the CPU tests
+        bounds = cu_seq_lens_q.tolist()
+        out = torch.cat([
+            nn.functional.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)),
+                                                       scale=scaling).transpose(0, 1)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ])
+    return out.unsqueeze(0), None
+
+
+def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+    from torch.nn.attention.varlen import varlen_attn
+
+    if "scale" in _VARLEN_PARAMS:
+        return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale)
+    return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)  # older torch: always 1/sqrt(head_dim)
+
+
+_VARLEN_PARAMS: set[str] = set()
+
+
+def use_packed_vision_attention(model: nn.Module) -> None:
+    """Switch the vision tower to `packed_attention`; the language model keeps its own implementation."""
+    global _VARLEN_PARAMS
+    from transformers import AttentionInterface
+
+    visual = find_vision_tower(model, "model.vision_attention=sdpa")
+    device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
+    if device.type == "cuda":
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            raise DdpEvalError(f"model.vision_attention=varlen needs torch.nn.attention.varlen (torch >= 2.9); "
+                               f"this is torch {torch.__version__}; use model.vision_attention=sdpa") from None
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise DdpEvalError(f"model.vision_attention=varlen needs model.dtype bfloat16 or float16 on CUDA, "
+                               f"got {dtype}; use model.vision_attention=sdpa")
+        _VARLEN_PARAMS = set(inspect.signature(varlen_attn).parameters)
+        attn = visual.blocks[0].attn
+        if "scale" not in _VARLEN_PARAMS and attn.head_dim**-0.5 != attn.scaling:
+            raise DdpEvalError("model.vision_attention=varlen: this torch's varlen_attn has no scale argument and "
+                               "the model's attention scale is not 1/sqrt(head_dim); use model.vision_attention=sdpa")
+    AttentionInterface.register(NAME, packed_attention)
+    visual.config._attn_implementation = NAME
+    log.info("vision attention: one packed call per layer (%s)", "varlen_attn" if device.type == "cuda"
+             else "per image on CPU")
