@@ -197,37 +197,49 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
     timings = json.loads((out / name / "manifest.json").read_text())["timings"]
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
-            "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"],
+            "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"], "wait_s": rank["wait_s"],
+            "generate_s": rank["generate_s"],
+            "steady_rows_per_s": (rank["rows"] - rank["first_batch_rows"]) / rank["after_first_batch_s"]
+            if rank["after_first_batch_s"] else None,
             "peak_memory_gib": rank["peak_memory_gib"], "overrides": overrides,
             "min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels}
 
 
-def profile_batch(model_dir: Path, tsv: Path, rows: int, reuse: bool) -> str:
-    """Kernel-time table of one batch through the runner's own Replica (after a warm-up batch)."""
+def profile_batch(model_dir: Path, tsv: Path, rows: int, overrides: list[str]) -> dict:
+    """One batch through the runner's own Replica with a run's settings (after a warm-up batch): its
+    wall time, the GPU kernel time inside it, the kernel table, and one CPU thread's preprocessing time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ddp_eval.config import DataConfig, ModelConfig
     from ddp_eval.data.load import load_benchmark
-    from ddp_eval.generate import Replica
+    from ddp_eval.generate import Replica, generation_kwargs
     from ddp_eval.inputs import prepare_batch
     from ddp_eval.model import load_model, load_processor
 
-    mcfg = ModelConfig(path=str(model_dir), dtype="bfloat16")
-    processor = load_processor(mcfg)
+    cfg = load_config(None, [*base_overrides(model_dir, tsv, Path("/tmp/unused")), *overrides])
+    m = cfg.model
+    processor = load_processor(m)
     device = torch.device("cuda", 0)
-    replica = Replica(load_model(mcfg, device), processor, device, {"max_new_tokens": 4, "do_sample": False},
-                      reuse_vision=reuse)
-    bench = load_benchmark(DataConfig(path=str(tsv)))
+    replica = Replica(load_model(m, device), processor, device, generation_kwargs(cfg), reuse_vision=m.reuse_vision,
+                      mode=cfg.generation.mode, reuse_prefix=m.reuse_prefix)
+    bench = load_benchmark(cfg.data)
     order = sorted(bench.samples, key=lambda s: (s.image_key, s.index))
     batches = [tuple(s.index for s in order[i:i + rows]) for i in (0, rows)]
-    prepared = [prepare_batch(processor, bench, b, idx, mcfg.min_pixels, mcfg.max_pixels, reuse) for b, idx in
-                enumerate(batches)]
+    start = time.perf_counter()
+    prepared = [prepare_batch(processor, bench, b, idx, m.min_pixels, m.max_pixels, m.reuse_vision, m.reuse_prefix)
+                for b, idx in enumerate(batches)]
+    prep_s = (time.perf_counter() - start) / len(prepared)
     replica.replies(prepared[0])
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
         replica.replies(prepared[1])
         torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70)
+        wall_s = time.perf_counter() - start
+    events = prof.key_averages()
+    gpu_s = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events) / 1e6
+    table = events.table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70)
+    return {"rows": rows, "overrides": overrides, "batch_wall_s": wall_s, "gpu_kernel_s": gpu_s,
+            "prep_one_thread_s": prep_s, "table": table}
 
 
 def main() -> None:
@@ -243,6 +255,8 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[], metavar="A:B",
                         help="report the share of rows where runs A and B predicted the same reply")
     parser.add_argument("--profile", type=int, default=0, help="profile one batch of this many rows at the end")
+    parser.add_argument("--profile-set", default="", metavar="OVERRIDES",
+                        help="';'-separated --set overrides for the profiled batch")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
     setup_logging(0, 1, quiet=True)
@@ -281,10 +295,12 @@ def main() -> None:
             res["agreement_with_batch1"] = sum(same) / len(same) if same else None
             res["speedup_vs_batch1"] = rate / base["rows_per_s"]
         results[name] = res
-        print(f"{name}: {rate:.2f} rows/s ({res['rows']} rows in {res['predict_s']:.1f} s), "
+        print(f"{name}: {rate:.2f} rows/s ({res['rows']} rows in {res['predict_s']:.1f} s; "
+              f"{res['steady_rows_per_s'] or 0:.2f} rows/s after the first batch), "
               f"{res['tokens_per_s']:.0f} tok/s, {res['patches_per_s']:.0f} patches/s, "
               f"peak {res['peak_memory_gib']:.1f} GiB, MFU {res['mfu'] * 100:.1f}%, "
-              f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start"
+              f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start, "
+              f"waited {res['wait_s']:.1f} s for batches"
               + (f", agreement {res['agreement_with_batch1']:.2f}" if args.baseline_rows else ""), flush=True)
     for pair in args.compare:
         a, b = pair.split(":")
@@ -293,9 +309,12 @@ def main() -> None:
         results[f"agreement_{a}_{b}"] = same
         print(f"agreement {a} vs {b}: {same:.4f} of {len(pa)} rows", flush=True)
     if args.profile:
-        table = profile_batch(model_dir, tsv, args.profile, reuse=args.circular)
-        results["profile"] = table
-        print(table, flush=True)
+        prof = profile_batch(model_dir, tsv, args.profile, [o for o in args.profile_set.split(";") if o])
+        results["profile"] = prof
+        print(f"profiled batch of {prof['rows']} rows ({args.profile_set or 'defaults'}): "
+              f"{prof['batch_wall_s'] * 1e3:.0f} ms wall, {prof['gpu_kernel_s'] * 1e3:.0f} ms of GPU kernels, "
+              f"preprocessing on one CPU thread {prof['prep_one_thread_s'] * 1e3:.0f} ms", prof["table"], sep="\n",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -20,7 +20,7 @@ from ddp_eval.errors import DdpEvalError
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
 GENERATION_MODES = ("generate", "choice_logits")
-VISION_ATTENTION = ("sdpa", "varlen")
+VISION_ATTENTION = ("auto", "sdpa", "varlen")
 
 
 @dataclass
@@ -28,9 +28,10 @@ class ModelConfig:
     path: str = ""
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
-    # Vision tower attention: sdpa (transformers' loop, one call per image per layer) or varlen (one packed
-    # call per layer for all images of the batch; PyTorch's flash/cuDNN varlen kernel on CUDA).
-    vision_attention: str = "sdpa"
+    # Vision tower attention: sdpa (transformers' loop, one call per image per layer), varlen (one packed
+    # call per layer for all images of the batch: PyTorch's varlen_attn on CUDA, image by image on CPU),
+    # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa.
+    vision_attention: str = "auto"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False
     # Encode each distinct image of a batch once and share its features across the rows showing it

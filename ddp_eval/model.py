@@ -17,7 +17,7 @@ import torch
 
 from ddp_eval.config import ModelConfig
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.vision_attention import use_packed_vision_attention
+from ddp_eval.vision_attention import packed_kernel_available, use_packed_vision_attention
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def load_model(cfg: ModelConfig, device: torch.device):
         raise DdpEvalError(f"model.path: cannot load the model from {path} ({err})") from None
     model.eval()
     check_model_device(model, device)
-    if cfg.vision_attention == "varlen":
+    if cfg.vision_attention == "varlen" or (cfg.vision_attention == "auto" and packed_kernel_available(model)):
         use_packed_vision_attention(model)
     if cfg.compile_vision:
         compile_vision_blocks(model)

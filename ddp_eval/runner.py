@@ -54,6 +54,9 @@ class ShareStats:
     wait_s: float = 0.0  # of which waiting for preprocessed batches (the GPU idles)
     generate_s: float = 0.0  # of which in generate (host waits for the GPU at the end of each batch)
     peak_memory_gib: float | None = None
+    # The first batch pays one-off costs (CUDA kernels loaded, torch.compile); the rest runs at the steady rate.
+    first_batch_rows: int = 0
+    after_first_batch_s: float = 0.0  # first batch written -> last batch written
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         stats.batches += 1
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
+            stats.first_batch_rows, first_written = len(records), time.perf_counter()
         if time.perf_counter() >= next_log:
             elapsed = time.perf_counter() - start
             log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
@@ -120,6 +124,8 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         torch.cuda.synchronize(info.device)
         stats.peak_memory_gib = torch.cuda.max_memory_allocated(info.device) / 2**30
     stats.predict_s, stats.rows, stats.failed = time.perf_counter() - start, done, failed
+    if stats.first_batch_s is not None:
+        stats.after_first_batch_s = time.perf_counter() - first_written
     if failed:
         log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
 

@@ -57,6 +57,17 @@ def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):
 _VARLEN_PARAMS: set[str] = set()
 
 
+def packed_kernel_available(model: nn.Module) -> bool:
+    """True where PyTorch's varlen kernel serves this model's vision tower: CUDA, bf16/fp16, torch >= 2.9."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        visual = find_vision_tower(model, "model.vision_attention=sdpa")
+    except (ImportError, DdpEvalError):
+        return False
+    weight = next(visual.parameters())
+    return weight.device.type == "cuda" and weight.dtype in (torch.bfloat16, torch.float16)
+
+
 def use_packed_vision_attention(model: nn.Module) -> None:
     """Switch the vision tower to `packed_attention`; the language model keeps its own implementation."""
     global _VARLEN_PARAMS

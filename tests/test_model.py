@@ -193,6 +193,8 @@ def test_packed_vision_attention_gives_the_per_image_results(model_fixture, requ
     per_image = load_model(cfg, torch.device("cpu"))
     packed = load_model(ModelConfig(**{**cfg.__dict__, "vision_attention": "varlen"}), torch.device("cpu"))
     assert find_vision_tower(packed).config._attn_implementation == "ddp_eval_flash_varlen"
+    # The default (auto) packs only where PyTorch has the kernel: CUDA in bf16/fp16, not this CPU.
+    assert find_vision_tower(per_image).config._attn_implementation == "sdpa"
     assert per_image.config.text_config._attn_implementation == packed.config.text_config._attn_implementation
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     batch = prepare_batch(processor, bench, 0, (0, 1, 2, 7), 3136, 50176)  # four images of different sizes
