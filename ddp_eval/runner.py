@@ -114,6 +114,9 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
             stats.first_batch_rows, first_written = len(records), time.perf_counter()
+            log.info("first batch written %.1f s after start: %.1f s waiting for its inputs, %.1f s in the model "
+                     "(one-off: CUDA kernels load, torch.compile)", stats.first_batch_s, stats.wait_s,
+                     stats.generate_s)
         if time.perf_counter() >= next_log:
             elapsed = time.perf_counter() - start
             log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
@@ -138,6 +141,7 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
              time.perf_counter() - since)
     processor = load_processor(cfg.model)
+    log.info("processor loaded (%.1f s since start)", time.perf_counter() - since)
     done, run_id = resume_state(cfg, info, benchmark, out, options.retry_failed)
     plan = plan_batches(row_costs(benchmark, cfg.model.min_pixels, cfg.model.max_pixels), cfg.run.batch_size,
                         cfg.run.batch_tokens, groups={s.index: s.image_key for s in benchmark.samples})
@@ -150,6 +154,7 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
         try:
             if warm_up is not None:
                 warm_up.join()
+                log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
             with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
                                                   run_identity(cfg, benchmark)) as writer:
                 stats = _predict_share(cfg, info, benchmark, processor, mine, writer, stop, options) if mine \
