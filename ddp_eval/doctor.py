@@ -49,6 +49,9 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
     attn = ["eager", "sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
     lines.append(_line("ok", f"attention implementations: {', '.join(attn)}"
                              + ("" if "flash_attention_2" in attn else " (flash_attn not installed)")))
+    varlen = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    lines.append(_line("ok", "vision attention: packed varlen_attn " + (
+        "available (used on CUDA in bf16/fp16)" if varlen else f"not in torch {torch.__version__}; per-image sdpa")))
     if config is not None:
         more_lines, more_errors = _check_config(config, overrides)
         lines += more_lines
