@@ -30,6 +30,12 @@ def model_digest(model_dir: Path) -> str:
 
 def run_identity(cfg: Config, benchmark: Benchmark) -> dict[str, Any]:
     model_dir = Path(cfg.model.path).resolve()
+    generation = {
+        "mode": cfg.generation.mode, "max_new_tokens": cfg.generation.max_new_tokens,
+        "greedy": cfg.generation.greedy, "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
+    }
+    if cfg.generation.repetition_penalty != 1.0:  # only when set, so shards written before the key resume
+        generation["repetition_penalty"] = cfg.generation.repetition_penalty
     return {
         "benchmark": benchmark.name,
         "benchmark_digest": benchmark_digest(benchmark),
@@ -38,11 +44,7 @@ def run_identity(cfg: Config, benchmark: Benchmark) -> dict[str, Any]:
         "dtype": cfg.model.dtype,
         "min_pixels": cfg.model.min_pixels,
         "max_pixels": cfg.model.max_pixels,
-        "generation": {
-            "mode": cfg.generation.mode, "max_new_tokens": cfg.generation.max_new_tokens,
-            "greedy": cfg.generation.greedy,
-            "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
-        },
+        "generation": generation,
     }
 
 

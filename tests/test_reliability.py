@@ -43,9 +43,10 @@ def broken_tsv(tmp_path) -> Path:
     return write_tsv(rows, tmp_path / "broken.tsv")
 
 
-def test_rows_with_bad_images_are_recorded_failed_and_the_run_finishes(make_config, single_process, broken_tsv,
-                                                                        tmp_path):
-    metrics = run(make_config(data=broken_tsv), single_process, QUIET)
+@pytest.mark.parametrize("reuse", ["model.reuse_prefix=false", "model.reuse_prefix=true"])
+def test_rows_with_bad_images_are_recorded_failed_and_the_run_finishes(reuse, make_config, single_process,
+                                                                        broken_tsv, tmp_path):
+    metrics = run(make_config(reuse, data=broken_tsv), single_process, QUIET)
     out = tmp_path / "out"
     failures = pd.read_csv(out / "failures.tsv", sep="\t")
     assert sorted(failures["index"]) == [1, 2, 3, 4, 5]
@@ -57,7 +58,7 @@ def test_rows_with_bad_images_are_recorded_failed_and_the_run_finishes(make_conf
     assert (table[~table["index"].isin([1, 2, 3, 4, 5])]["error"] == "").all()
 
     before = len(shard_lines(out))
-    run(make_config(data=broken_tsv), single_process, Options(show_progress=False, retry_failed=True))
+    run(make_config(reuse, data=broken_tsv), single_process, Options(show_progress=False, retry_failed=True))
     retried = shard_lines(out)[before:]
     assert sorted(r["index"] for r in retried) == [1, 2, 3, 4, 5]  # only the failed rows again
 
@@ -112,6 +113,9 @@ def test_output_dir_with_another_runs_shards_is_refused(make_config, single_proc
     run(make_config("data.limit=6"), single_process, QUIET)
     with pytest.raises(DdpEvalError, match="holds shards of another run .*max_new_tokens"):
         run(make_config("data.limit=6", "generation.max_new_tokens=3"), single_process, QUIET)
+    with pytest.raises(DdpEvalError, match="holds shards of another run .*repetition_penalty"):
+        run(make_config("data.limit=6", "generation.repetition_penalty=1.05"), single_process, QUIET)
+    run(make_config("data.limit=6", "model.reuse_prefix=true"), single_process, QUIET)  # speed switches resume
     other = write_tsv(build_benchmark_rows(n_questions=4, seed=1), tmp_path / "other.tsv")
     with pytest.raises(DdpEvalError, match="holds shards of another run .*benchmark"):
         run(make_config(data=other), single_process, QUIET)
