@@ -28,22 +28,29 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
                      attention_mask=None, scaling: float | None = None, dropout: float = 0.0,
                      cu_seq_lens_q: torch.Tensor | None = None, cu_seq_lens_k: torch.Tensor | None = None,
                      max_length_q=None, max_length_k=None, is_causal: bool = False, **kwargs):
-    """transformers' attention-function interface: (1, heads, tokens, dim) in, (1, tokens, heads, dim) out."""
-    if attention_mask is not None or is_causal or cu_seq_lens_q is None:
-        raise DdpEvalError(f"model.vision_attention=varlen: unexpected call from {type(module).__name__} "
-                           "(a mask, causal attention or no sequence boundaries); use model.vision_attention=sdpa")
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
-    if q.is_cuda:
+    """transformers' attention-function interface: (1, heads, tokens, dim) in, (1, tokens, heads, dim) out.
+
+    Packed when called with sequence boundaries on CUDA; otherwise (CPU, or a caller that passes one
+    sequence at a time) the same attention with sdpa, sequence by sequence.
+    """
+    if cu_seq_lens_q is not None and query.is_cuda and attention_mask is None and not is_causal:
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
         out = _varlen(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), int(max_length_q),
                       int(max_length_k), scaling)
-    else:  # the same attention one image at a time (CPU has no varlen kernel); used by the CPU tests
+        return out.unsqueeze(0), None
+    if cu_seq_lens_q is None:
+        bounds = [0, query.shape[2]]
+    elif attention_mask is None:
         bounds = cu_seq_lens_q.tolist()
-        out = torch.cat([
-            nn.functional.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)),
-                                                       scale=scaling).transpose(0, 1)
-            for a, b in zip(bounds[:-1], bounds[1:])
-        ])
-    return out.unsqueeze(0), None
+    else:
+        raise DdpEvalError(f"model.vision_attention=varlen: {type(module).__name__} passed both sequence boundaries "
+                           "and a mask, which this attention does not combine; use model.vision_attention=sdpa")
+    out = torch.cat([
+        nn.functional.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                                                   attn_mask=attention_mask, is_causal=is_causal, scale=scaling)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ], dim=2)
+    return out.transpose(1, 2), None
 
 
 def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):

@@ -201,3 +201,18 @@ def test_packed_vision_attention_gives_the_per_image_results(model_fixture, requ
     with torch.inference_mode():
         expected, got = (m(**batch.inputs, logits_to_keep=1).logits for m in (per_image, packed))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_attention_matches_sdpa_per_sequence_and_for_one_sequence_callers():
+    from ddp_eval.vision_attention import packed_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 10, 8) for _ in range(3))
+    bounds = torch.tensor([0, 3, 10])
+    got, _ = packed_attention(None, q, k, v, cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=7,
+                              max_length_k=7)
+    parts = [torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b])
+             for a, b in ((0, 3), (3, 10))]
+    torch.testing.assert_close(got, torch.cat(parts, dim=2).transpose(1, 2))
+    whole, _ = packed_attention(None, q, k, v)  # a caller that loops over images itself
+    torch.testing.assert_close(whole, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
