@@ -97,6 +97,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
     done = failed = 0
     next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
+    first_written = start
     for prepared in loader:
         stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
@@ -127,7 +128,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         torch.cuda.synchronize(info.device)
         stats.peak_memory_gib = torch.cuda.max_memory_allocated(info.device) / 2**30
     stats.predict_s, stats.rows, stats.failed = time.perf_counter() - start, done, failed
-    if stats.first_batch_s is not None:
+    if stats.first_batch_rows:
         stats.after_first_batch_s = time.perf_counter() - first_written
     if failed:
         log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
