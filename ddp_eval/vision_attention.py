@@ -35,8 +35,8 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     """
     if cu_seq_lens_q is not None and query.is_cuda and attention_mask is None and not is_causal:
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
-        out = _varlen(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), int(max_length_q),
-                      int(max_length_k), scaling)
+        out = _varlen(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32),
+                      _length(max_length_q), _length(max_length_k), scaling)
         return out.unsqueeze(0), None
     if cu_seq_lens_q is None:
         bounds = [0, query.shape[2]]
@@ -51,6 +51,12 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
         for a, b in zip(bounds[:-1], bounds[1:])
     ], dim=2)
     return out.transpose(1, 2), None
+
+
+def _length(value) -> int:
+    # Under torch.compile the length arrives symbolic; int() would pin the compiled block to one value
+    # and recompile for every other (the recompile limit then sends the rest back to eager).
+    return value if isinstance(value, (int, torch.SymInt)) else int(value)
 
 
 def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):
