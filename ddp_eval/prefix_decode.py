@@ -34,7 +34,7 @@ class PrefixDecoder:
                                    f"{getattr(config, name)!r}, which plain greedy decoding from a shared prefix "
                                    "does not apply; set model.reuse_prefix=false")
         eos = config.eos_token_id
-        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []))
+        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), dtype=torch.long)
         self.pad = config.pad_token_id if config.pad_token_id is not None else int(self.eos[0]) if len(self.eos) else 0
         # transformers renamed forward's `past_key_values` to `cache`; use whichever this version has.
         params = inspect.signature(model.forward).parameters
