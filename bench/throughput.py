@@ -192,6 +192,7 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
     cfg = load_config(None, [*base_overrides(model_dir, tsv, out / name), *overrides])
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), initialized=False)
     torch.cuda.reset_peak_memory_stats()
+    torch._dynamo.reset()  # each pass compiles from scratch, as a fresh process would (runs 5-9 did not)
     start = time.perf_counter()
     run(cfg, info, Options(show_progress=False, process_start=start))
     timings = json.loads((out / name / "manifest.json").read_text())["timings"]
