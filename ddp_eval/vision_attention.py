@@ -10,6 +10,7 @@ package is needed, and selects it for the vision tower only.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -62,12 +63,16 @@ def _length(value) -> int:
 def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):
     from torch.nn.attention.varlen import varlen_attn
 
-    if "scale" in _VARLEN_PARAMS:
+    if _varlen_takes_scale():
         return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale)
     return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)  # older torch: always 1/sqrt(head_dim)
 
 
-_VARLEN_PARAMS: set[str] = set()
+@functools.cache
+def _varlen_takes_scale() -> bool:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return "scale" in inspect.signature(varlen_attn).parameters
 
 
 def packed_kernel_available(model: nn.Module) -> bool:
@@ -83,23 +88,21 @@ def packed_kernel_available(model: nn.Module) -> bool:
 
 def use_packed_vision_attention(model: nn.Module) -> None:
     """Switch the vision tower to `packed_attention`; the language model keeps its own implementation."""
-    global _VARLEN_PARAMS
     from transformers import AttentionInterface
 
     visual = find_vision_tower(model, "model.vision_attention=sdpa")
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
     if device.type == "cuda":
         try:
-            from torch.nn.attention.varlen import varlen_attn
+            from torch.nn.attention.varlen import varlen_attn  # noqa: F401
         except ImportError:
             raise DdpEvalError(f"model.vision_attention=varlen needs torch.nn.attention.varlen (torch >= 2.9); "
                                f"this is torch {torch.__version__}; use model.vision_attention=sdpa") from None
         if dtype not in (torch.bfloat16, torch.float16):
             raise DdpEvalError(f"model.vision_attention=varlen needs model.dtype bfloat16 or float16 on CUDA, "
                                f"got {dtype}; use model.vision_attention=sdpa")
-        _VARLEN_PARAMS = set(inspect.signature(varlen_attn).parameters)
         attn = visual.blocks[0].attn
-        if "scale" not in _VARLEN_PARAMS and attn.head_dim**-0.5 != attn.scaling:
+        if not _varlen_takes_scale() and attn.head_dim**-0.5 != attn.scaling:
             raise DdpEvalError("model.vision_attention=varlen: this torch's varlen_attn has no scale argument and "
                                "the model's attention scale is not 1/sqrt(head_dim); use model.vision_attention=sdpa")
     AttentionInterface.register(NAME, packed_attention)
