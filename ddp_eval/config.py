@@ -40,6 +40,9 @@ class ModelConfig:
     # Prefill the prompt start that rows of one image share (system prompt, image, hint, question) once
     # and reuse its KV cache for each row's own tokens; greedy decoding only. Off until proven on more models.
     reuse_prefix: bool = False
+    # Decode steps and other short queries attend on the language model's key/value heads as they are,
+    # instead of copying them for every query head (sdpa only; the result is the same).
+    kv_head_attention: bool = True
     min_pixels: int = 1280 * 28 * 28
     max_pixels: int = 16384 * 28 * 28
 

@@ -17,6 +17,7 @@ import torch
 
 from ddp_eval.config import ModelConfig
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.kv_head_attention import use_kv_head_attention
 from ddp_eval.vision_attention import packed_kernel_available, use_packed_vision_attention
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def load_model(cfg: ModelConfig, device: torch.device):
     check_model_device(model, device)
     if cfg.vision_attention == "varlen" or (cfg.vision_attention == "auto" and packed_kernel_available(model)):
         use_packed_vision_attention(model)
+    if cfg.kv_head_attention and not use_kv_head_attention(model):
+        log.info("model.kv_head_attention: not used (needs attn_implementation=sdpa and grouped key/value heads)")
     if cfg.compile_vision:
         compile_vision_blocks(model)
     return model

@@ -216,3 +216,36 @@ def test_packed_attention_matches_sdpa_per_sequence_and_for_one_sequence_callers
     torch.testing.assert_close(got, torch.cat(parts, dim=2).transpose(1, 2))
     whole, _ = packed_attention(None, q, k, v)  # a caller that loops over images itself
     torch.testing.assert_close(whole, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+
+
+def test_kv_head_attention_equals_sdpa_with_copied_heads():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ddp_eval.kv_head_attention import kv_head_attention
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    key, value = torch.randn(2, 2, 9, 8), torch.randn(2, 2, 9, 8)
+    for length in (1, 4):  # a decode step, and a row's own tokens after a shared prefix
+        query = torch.randn(2, 6, length, 8)
+        mask = torch.ones(2, 1, length, 9, dtype=torch.bool).tril(diagonal=9 - length)
+        mask[1, :, :, :3] = False  # the second row is left-padded
+        got, _ = kv_head_attention(module, query, key, value, mask, scaling=0.3)
+        expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+        assert got.shape == expected.shape == (2, length, 6, 8)
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("reuse_prefix", ["true", "false"])
+def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_config, single_process, tmp_path):
+    from ddp_eval.kv_head_attention import NAME
+
+    cfg = ModelConfig(path=str(make_config().model.path), dtype="float32")
+    assert load_model(cfg, torch.device("cpu")).config.text_config._attn_implementation == NAME
+    for name, on in (("on", "true"), ("off", "false")):
+        run(make_config(f"model.kv_head_attention={on}", f"model.reuse_prefix={reuse_prefix}", "run.batch_size=6",
+                        "data.limit=36", f"run.output_dir={tmp_path / name}"), single_process, QUIET)
+    on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
+    assert len(on) == 36 and on == off
