@@ -53,6 +53,7 @@ class ShareStats:
     predict_s: float = 0.0  # first batch in -> last batch written (preprocessing overlapped)
     wait_s: float = 0.0  # of which waiting for preprocessed batches (the GPU idles)
     generate_s: float = 0.0  # of which in generate (host waits for the GPU at the end of each batch)
+    warm_up_s: float = 0.0  # of which one row predicted and discarded before the first batch (GPU only)
     peak_memory_gib: float | None = None
     # The first batch pays one-off costs (CUDA kernels loaded, torch.compile); the rest runs at the steady rate.
     first_batch_rows: int = 0
@@ -87,7 +88,7 @@ def _identity(batch: PreparedBatch) -> PreparedBatch:
 
 
 def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica, writer: ShardWriter,
-            stop: StopFlag, stats: ShareStats, options: Options) -> None:
+            stop: StopFlag, stats: ShareStats, options: Options, warm_up: bool = False) -> None:
     """Generate for this rank's batches, appending each finished batch to the shard."""
     import torch
 
@@ -96,9 +97,12 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
     rows = sum(len(b.indices) for b in dataset.batches)
     done = failed = 0
     next_log = time.perf_counter() + LOG_EVERY_S
-    start = tick = time.perf_counter()
-    first_written = start
-    for prepared in loader:
+    start = time.perf_counter()
+    batches = iter(loader)  # the workers start preparing batches now
+    if warm_up:
+        stats.warm_up_s = warm_up_on_one_row(dataset, replica)
+    tick = first_written = time.perf_counter()
+    for prepared in batches:
         stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
@@ -115,9 +119,8 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
             stats.first_batch_rows, first_written = len(records), time.perf_counter()
-            log.info("first batch written %.1f s after start: %.1f s waiting for its inputs, %.1f s in the model "
-                     "(one-off: CUDA kernels load, torch.compile)", stats.first_batch_s, stats.wait_s,
-                     stats.generate_s)
+            log.info("first batch written %.1f s after start: %.1f s warm-up, then %.1f s waiting for its inputs, "
+                     "%.1f s in the model", stats.first_batch_s, stats.warm_up_s, stats.wait_s, stats.generate_s)
         if time.perf_counter() >= next_log:
             elapsed = time.perf_counter() - start
             log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
@@ -132,6 +135,26 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         stats.after_first_batch_s = time.perf_counter() - first_written
     if failed:
         log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
+
+
+def warms_up(device) -> bool:
+    """A warm-up row pays for itself where the first batch has one-off costs to hide: on a GPU."""
+    return device.type == "cuda"
+
+
+def warm_up_on_one_row(dataset: BatchDataset, replica: Replica) -> float:
+    """Predict the first row alone and discard it, while the workers prepare the first batches: the
+    one-off costs (CUDA kernels loading, torch.compile) then overlap the wait for inputs instead of
+    following it. The row is predicted again with its batch."""
+    first = dataset.batches[0]
+    tick = time.perf_counter()
+    prepared = dataset.prepare(first.batch_id, first.indices[:1])
+    if prepared.indices:  # an unreadable first image is reported with its batch
+        replica.replies(prepared)
+    seconds = time.perf_counter() - tick
+    log.info("warm-up on one row: %.1f s (CUDA kernels load, torch.compile), overlapping the workers' first batches",
+             seconds)
+    return seconds
 
 
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
@@ -186,7 +209,7 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
              time.perf_counter() - (options.process_start or start))
     dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
                            reuse_vision=cfg.model.reuse_vision, reuse_prefix=cfg.model.reuse_prefix)
-    predict(cfg, info, dataset, replica, writer, stop, stats, options)
+    predict(cfg, info, dataset, replica, writer, stop, stats, options, warm_up=warms_up(info.device))
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,16 +29,18 @@ NAME = "ddp_eval_flash_varlen"  # "flash" in the name selects transformers' cu_s
 def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask=None, scaling: float | None = None, dropout: float = 0.0,
                      cu_seq_lens_q: torch.Tensor | None = None, cu_seq_lens_k: torch.Tensor | None = None,
-                     max_length_q=None, max_length_k=None, is_causal: bool = False, **kwargs):
+                     max_length_q=None, max_length_k=None, is_causal: bool = False, varlen=None, **kwargs):
     """transformers' attention-function interface: (1, heads, tokens, dim) in, (1, tokens, heads, dim) out.
 
     Packed when called with sequence boundaries on CUDA; otherwise (CPU, or a caller that passes one
-    sequence at a time) the same attention with sdpa, sequence by sequence.
+    sequence at a time) the same attention with sdpa, sequence by sequence. `varlen` is the kernel
+    call (bound at registration, so that compiled code does not inspect torch's signature).
     """
     if cu_seq_lens_q is not None and query.is_cuda and attention_mask is None and not is_causal:
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
-        out = _varlen(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32),
-                      _length(max_length_q), _length(max_length_k), scaling)
+        call = varlen or varlen_call()[0]
+        out = call(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), _length(max_length_q),
+                   _length(max_length_k), scaling)
         return out.unsqueeze(0), None
     if cu_seq_lens_q is None:
         bounds = [0, query.shape[2]]
@@ -60,19 +63,19 @@ def _length(value) -> int:
     return value if isinstance(value, (int, torch.SymInt)) else int(value)
 
 
-def _varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+def varlen_call() -> tuple[Callable, bool]:
+    """torch's varlen_attn as f(q, k, v, cu_q, cu_k, max_q, max_k, scale), and whether it honours the
+    scale: older torch has no scale argument and always uses 1/sqrt(head_dim)."""
     from torch.nn.attention.varlen import varlen_attn
 
-    if _varlen_takes_scale():
-        return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale)
-    return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)  # older torch: always 1/sqrt(head_dim)
+    takes_scale = "scale" in inspect.signature(varlen_attn).parameters
 
+    def call(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+        if takes_scale:
+            return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale)
+        return varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)
 
-@functools.cache
-def _varlen_takes_scale() -> bool:
-    from torch.nn.attention.varlen import varlen_attn
-
-    return "scale" in inspect.signature(varlen_attn).parameters
+    return call, takes_scale
 
 
 def packed_kernel_available(model: nn.Module) -> bool:
@@ -92,6 +95,7 @@ def use_packed_vision_attention(model: nn.Module) -> None:
 
     visual = find_vision_tower(model, "model.vision_attention=sdpa")
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
+    attention = packed_attention
     if device.type == "cuda":
         try:
             from torch.nn.attention.varlen import varlen_attn  # noqa: F401
@@ -101,11 +105,12 @@ def use_packed_vision_attention(model: nn.Module) -> None:
         if dtype not in (torch.bfloat16, torch.float16):
             raise DdpEvalError(f"model.vision_attention=varlen needs model.dtype bfloat16 or float16 on CUDA, "
                                f"got {dtype}; use model.vision_attention=sdpa")
-        attn = visual.blocks[0].attn
-        if not _varlen_takes_scale() and attn.head_dim**-0.5 != attn.scaling:
+        attn, (call, takes_scale) = visual.blocks[0].attn, varlen_call()
+        if not takes_scale and attn.head_dim**-0.5 != attn.scaling:
             raise DdpEvalError("model.vision_attention=varlen: this torch's varlen_attn has no scale argument and "
                                "the model's attention scale is not 1/sqrt(head_dim); use model.vision_attention=sdpa")
-    AttentionInterface.register(NAME, packed_attention)
+        attention = functools.partial(packed_attention, varlen=call)
+    AttentionInterface.register(NAME, attention)
     visual.config._attn_implementation = NAME
     log.info("vision attention: one packed call per layer (%s)", "varlen_attn" if device.type == "cuda"
              else "per image on CPU")
