@@ -251,7 +251,7 @@ def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_con
     assert len(on) == 36 and on == off
 
 
-def test_warm_up_row_is_discarded_and_predicted_again_with_its_batch(make_config, single_process, tmp_path,
+def test_warm_up_rows_are_discarded_and_predicted_again_with_their_batch(make_config, single_process, tmp_path,
                                                                      monkeypatch):
     import ddp_eval.runner as runner
 
