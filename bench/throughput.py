@@ -199,7 +199,7 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
             "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"], "wait_s": rank["wait_s"],
-            "generate_s": rank["generate_s"], "warm_up_s": rank.get("warm_up_s", 0.0),
+            "generate_s": rank["generate_s"],
             "steady_rows_per_s": (rank["rows"] - rank["first_batch_rows"]) / rank["after_first_batch_s"]
             if rank["after_first_batch_s"] else None,
             "peak_memory_gib": rank["peak_memory_gib"], "overrides": overrides,
@@ -259,12 +259,7 @@ def main() -> None:
     parser.add_argument("--profile-set", default="", metavar="OVERRIDES",
                         help="';'-separated --set overrides for the profiled batch")
     parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--no-warm-up", action="store_true", help="runner passes skip their warm-up rows")
     args = parser.parse_args()
-    if args.no_warm_up:
-        import ddp_eval.runner
-
-        ddp_eval.runner.warms_up = lambda device: False
     setup_logging(0, 1, quiet=True)
     logging.getLogger("ddp_eval").setLevel(logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -306,7 +301,7 @@ def main() -> None:
               f"{res['tokens_per_s']:.0f} tok/s, {res['patches_per_s']:.0f} patches/s, "
               f"peak {res['peak_memory_gib']:.1f} GiB, MFU {res['mfu'] * 100:.1f}%, "
               f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start, "
-              f"warm-up {res['warm_up_s']:.1f} s, waited {res['wait_s']:.1f} s for batches"
+              f"waited {res['wait_s']:.1f} s for batches"
               + (f", agreement {res['agreement_with_batch1']:.2f}" if args.baseline_rows else ""), flush=True)
     for pair in args.compare:
         a, b = pair.split(":")

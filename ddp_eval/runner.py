@@ -53,7 +53,6 @@ class ShareStats:
     predict_s: float = 0.0  # first batch in -> last batch written (preprocessing overlapped)
     wait_s: float = 0.0  # of which waiting for preprocessed batches (the GPU idles)
     generate_s: float = 0.0  # of which in generate (host waits for the GPU at the end of each batch)
-    warm_up_s: float = 0.0  # of which two rows predicted and discarded before the first batch (GPU only)
     peak_memory_gib: float | None = None
     # The first batch pays one-off costs (CUDA kernels loaded, torch.compile); the rest runs at the steady rate.
     first_batch_rows: int = 0
@@ -88,7 +87,7 @@ def _identity(batch: PreparedBatch) -> PreparedBatch:
 
 
 def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica, writer: ShardWriter,
-            stop: StopFlag, stats: ShareStats, options: Options, warms_up_first: bool = False) -> None:
+            stop: StopFlag, stats: ShareStats, options: Options) -> None:
     """Generate for this rank's batches, appending each finished batch to the shard."""
     import torch
 
@@ -97,12 +96,9 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
     rows = sum(len(b.indices) for b in dataset.batches)
     done = failed = 0
     next_log = time.perf_counter() + LOG_EVERY_S
-    start = time.perf_counter()
-    batches = iter(loader)  # the workers start preparing batches now
-    if warms_up_first:
-        stats.warm_up_s = warm_up(dataset, replica)
-    tick = first_written = time.perf_counter()
-    for prepared in batches:
+    start = tick = time.perf_counter()
+    first_written = start
+    for prepared in loader:
         stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
@@ -119,8 +115,9 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
             stats.first_batch_rows, first_written = len(records), time.perf_counter()
-            log.info("first batch written %.1f s after start: %.1f s warm-up, then %.1f s waiting for its inputs, "
-                     "%.1f s in the model", stats.first_batch_s, stats.warm_up_s, stats.wait_s, stats.generate_s)
+            log.info("first batch written %.1f s after start: %.1f s waiting for its inputs, %.1f s in the model "
+                     "(one-off: CUDA kernels load, torch.compile)", stats.first_batch_s, stats.wait_s,
+                     stats.generate_s)
         if time.perf_counter() >= next_log:
             elapsed = time.perf_counter() - start
             log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
@@ -137,39 +134,10 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica
         log.warning("%d rows failed; they count as wrong; --retry-failed predicts only them again", failed)
 
 
-def warms_up(device) -> bool:
-    """Warm-up rows pay for themselves where the first batch has one-off costs to hide: on a GPU."""
-    return device.type == "cuda"
-
-
-def warm_up(dataset: BatchDataset, replica: Replica) -> float:
-    """Predict two rows of the first batch and discard them, while the workers prepare the first
-    batches: the one-off costs (CUDA kernels loading, torch.compile) then overlap the wait for inputs
-    instead of following it. The rows are predicted again with their batch."""
-    first = dataset.batches[0]
-    tick = time.perf_counter()
-    prepared = dataset.prepare(first.batch_id, warm_up_rows(dataset.benchmark, first.indices))
-    if prepared.indices:  # an unreadable image is reported with its batch
-        replica.replies(prepared)
-    seconds = time.perf_counter() - tick
-    log.info("warm-up on %d rows: %.1f s (CUDA kernels load, torch.compile), overlapping the workers' first "
-             "batches", len(prepared.indices), seconds)
-    return seconds
-
-
-def warm_up_rows(benchmark: Benchmark, indices: tuple[int, ...]) -> tuple[int, ...]:
-    """The first row and the first showing another image: with two images of a batch, torch.compile
-    traces shapes in general (with one, the packed length equals the longest image's and the compiled
-    code would hold only while that stays true)."""
-    first = benchmark.by_index[indices[0]].image_key
-    other = next((i for i in indices if benchmark.by_index[i].image_key != first), None)
-    return indices[:1] if other is None else (indices[0], other)
-
-
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
     out = Path(cfg.run.output_dir)
     since = options.process_start or time.perf_counter()
-    cuda_ready = warm_up_device(info.device)
+    warm_up = warm_up_device(info.device)
     benchmark = prepare_data(cfg, info)
     log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
              time.perf_counter() - since)
@@ -185,8 +153,8 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     to_predict = len(benchmark.samples) - len(done & {s.index for s in benchmark.samples})
     with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main):
         try:
-            if cuda_ready is not None:
-                cuda_ready.join()
+            if warm_up is not None:
+                warm_up.join()
                 log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
             with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size),
                                                   run_identity(cfg, benchmark)) as writer:
@@ -218,7 +186,7 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
              time.perf_counter() - (options.process_start or start))
     dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
                            reuse_vision=cfg.model.reuse_vision, reuse_prefix=cfg.model.reuse_prefix)
-    predict(cfg, info, dataset, replica, writer, stop, stats, options, warms_up_first=warms_up(info.device))
+    predict(cfg, info, dataset, replica, writer, stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)

@@ -250,14 +250,3 @@ def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_con
     on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
     assert len(on) == 36 and on == off
 
-
-def test_warm_up_rows_are_discarded_and_predicted_again_with_their_batch(make_config, single_process, tmp_path,
-                                                                     monkeypatch):
-    import ddp_eval.runner as runner
-
-    run(make_config("data.limit=12", f"run.output_dir={tmp_path / 'cold'}"), single_process, QUIET)
-    monkeypatch.setattr(runner, "warms_up", lambda device: True)  # as on a GPU
-    run(make_config("data.limit=12", f"run.output_dir={tmp_path / 'warm'}"), single_process, QUIET)
-    assert predictions(tmp_path / "warm") == predictions(tmp_path / "cold")
-    ranks = json.loads((tmp_path / "warm" / "manifest.json").read_text())["timings"]["ranks"]
-    assert ranks[0]["rows"] == 12 and ranks[0]["warm_up_s"] > 0
