@@ -48,8 +48,8 @@ class PrefixDecoder:
         mask = torch.cat([prefix_inputs["attention_mask"][suffix.owner], suffix.attention_mask], dim=1)
         offsets = (suffix.attention_mask.cumsum(-1) - 1).clamp(min=0)
         positions = suffix.position_start[:, None] + offsets
-        out = self.model(input_ids=suffix.input_ids, attention_mask=mask, position_ids=_rope(positions),
-                         use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
+        out = self.model(input_ids=suffix.input_ids, attention_mask=_causal(mask, suffix.input_ids.shape[1]),
+                         position_ids=_rope(positions), use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
         return out.logits[:, -1, :], (cache, mask, positions[:, -1] + 1)
 
     def generate(self, prefix_inputs, suffix: SuffixInputs, max_new_tokens: int) -> torch.Tensor:
@@ -66,8 +66,8 @@ class PrefixDecoder:
             if step + 1 == max_new_tokens or finished.after(done):
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=_rope(position[:, None]),
-                             use_cache=True, **{self.cache_arg: cache})
+            out = self.model(input_ids=token[:, None], attention_mask=_causal(mask, 1),
+                             position_ids=_rope(position[:, None]), use_cache=True, **{self.cache_arg: cache})
             logits, position = out.logits[:, -1, :], position + 1
         return torch.stack(tokens, dim=1)
 
@@ -101,6 +101,17 @@ def _to_host(value: torch.Tensor):
     event = torch.cuda.Event()
     event.record()
     return flag, event
+
+
+def _causal(keys: torch.Tensor, queries: int) -> torch.Tensor:
+    """The attention mask of the last `queries` positions, (rows, 1, queries, keys), boolean: each sees the
+    keys that are not padding, up to its own position. It is the mask transformers would build from
+    the 2D one; built here, it spares transformers' check for padding, a host sync on every step."""
+    length = keys.shape[1]
+    key_position = torch.arange(length, device=keys.device)
+    query_position = torch.arange(length - queries, length, device=keys.device)
+    causal = key_position[None, :] <= query_position[:, None]
+    return keys.bool()[:, None, None, :] & causal[None, None]
 
 
 def _rope(positions: torch.Tensor) -> torch.Tensor:
