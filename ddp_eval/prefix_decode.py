@@ -57,7 +57,7 @@ class PrefixDecoder:
         logits, (cache, mask, position) = self.first_logits(prefix_inputs, suffix)
         eos = self.eos.to(logits.device)
         done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        finished = _AllDone(logits.device)
+        finished = _AllDone(lagged=logits.is_cuda)
         tokens = []
         for step in range(max_new_tokens):
             token = torch.where(done, self.pad, logits.argmax(-1))
@@ -75,13 +75,13 @@ class PrefixDecoder:
 class _AllDone:
     """Whether every row has finished, without making the host wait for the step just queued.
 
-    On CUDA, the answer for step s is copied to the host while the GPU works, and the loop stops on the
-    answer of step s-1: the host keeps queueing the next step instead of idling while the GPU drains.
-    The price is at most one extra step of padding once all rows are done.
+    Lagged (on CUDA), the answer for step s is copied to the host while the GPU works, and the loop
+    stops on the answer of step s-1: the host keeps queueing the next step instead of idling while the
+    GPU drains. The price is at most one extra step of padding once all rows are done.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.lagged = device.type == "cuda"
+    def __init__(self, lagged: bool) -> None:
+        self.lagged = lagged
         self.pending = None
 
     def after(self, done: torch.Tensor) -> bool:
@@ -91,11 +91,15 @@ class _AllDone:
         if earlier is None:
             return False
         flag, event = earlier
-        event.synchronize()
+        if event is not None:
+            event.synchronize()
         return bool(flag)
 
 
 def _to_host(value: torch.Tensor):
+    """A host copy of `value` that is being made, and the event that marks it made (None: made)."""
+    if not value.is_cuda:
+        return value.clone(), None
     flag = torch.empty((), dtype=value.dtype, pin_memory=True)
     flag.copy_(value, non_blocking=True)
     event = torch.cuda.Event()

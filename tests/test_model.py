@@ -250,3 +250,12 @@ def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_con
     on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
     assert len(on) == 36 and on == off
 
+
+def test_lagged_stop_check_stops_one_step_after_all_rows_finish():
+    from ddp_eval.prefix_decode import _AllDone
+
+    steps = [torch.tensor([False, False]), torch.tensor([True, False]), torch.tensor([True, True]),
+             torch.tensor([True, True])]
+    assert [_AllDone(lagged=False).after(d) for d in steps[:3]] == [False, False, True]
+    lagged = _AllDone(lagged=True)
+    assert [lagged.after(d) for d in steps] == [False, False, False, True]
