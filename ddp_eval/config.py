@@ -20,7 +20,7 @@ from ddp_eval.errors import DdpEvalError
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
 GENERATION_MODES = ("generate", "choice_logits")
-VISION_ATTENTION = ("auto", "sdpa", "varlen")
+VISION_ATTENTION = ("auto", "sdpa", "varlen", "fa4")
 
 
 @dataclass
@@ -30,7 +30,8 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     # Vision tower attention: sdpa (transformers' loop, one call per image per layer), varlen (one packed
     # call per layer for all images of the batch: PyTorch's varlen_attn on CUDA, image by image on CPU),
-    # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa.
+    # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa;
+    # fa4: packed like varlen, with FlashAttention-4's kernels (the flash-attn-4 package; Hopper, Blackwell).
     vision_attention: str = "auto"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False

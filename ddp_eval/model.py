@@ -82,7 +82,9 @@ def load_model(cfg: ModelConfig, device: torch.device):
         raise DdpEvalError(f"model.path: cannot load the model from {path} ({err})") from None
     model.eval()
     check_model_device(model, device)
-    if cfg.vision_attention == "varlen" or (cfg.vision_attention == "auto" and packed_kernel_available(model)):
+    if cfg.vision_attention in ("varlen", "fa4"):
+        use_packed_vision_attention(model, cfg.vision_attention)
+    elif cfg.vision_attention == "auto" and packed_kernel_available(model):
         use_packed_vision_attention(model)
     if cfg.kv_head_attention and not use_kv_head_attention(model):
         log.info("model.kv_head_attention: not used (needs attn_implementation=sdpa and grouped key/value heads)")

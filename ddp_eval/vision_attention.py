@@ -4,8 +4,9 @@ transformers' Qwen2-VL vision tower runs sdpa once per image per layer (32 layer
 batch of MMBench rows), after a host sync for the split sizes in every layer. Its flash-attention
 branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transformers takes that
 branch for any attention implementation whose name contains "flash". This registers one backed by
-PyTorch's own `varlen_attn` (the FlashAttention-2 / cuDNN kernels that ship with torch), so no extra
-package is needed, and selects it for the vision tower only.
+PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), or
+by FlashAttention-4 (`model.vision_attention=fa4`: the `flash-attn-4` package's CuTe DSL kernels for
+Hopper and Blackwell), and selects it for the vision tower only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -78,6 +80,43 @@ def varlen_call() -> tuple[Callable, bool]:
     return call, takes_scale
 
 
+@torch.library.custom_op("ddp_eval::fa4_varlen", mutates_args=())
+def fa4_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+               max_q: int, max_k: int, scale: float | None) -> torch.Tensor:
+    """FlashAttention-4's varlen forward as a torch op, so that compiled vision blocks call it as one
+    opaque kernel instead of tracing into the CuTe DSL's Python."""
+    from flash_attn.cute import flash_attn_varlen_func
+
+    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q,
+                                 max_seqlen_k=max_k, softmax_scale=scale)
+    return out[0] if isinstance(out, tuple) else out  # some releases also return the log-sum-exp
+
+
+@fa4_varlen.register_fake
+def _(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+def fa4_call(device: torch.device) -> Callable:
+    """FlashAttention-4's varlen kernel as f(q, k, v, cu_q, cu_k, max_q, max_k, scale); a clear error
+    where it cannot run (package missing, not a Hopper / Blackwell GPU)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    if major not in (9, 10):
+        raise DdpEvalError(f"model.vision_attention=fa4: FlashAttention-4 runs on Hopper and Blackwell GPUs "
+                           f"(compute capability 9.x, 10.x); {device} is {major}.{minor}. "
+                           "Use model.vision_attention=varlen")
+    try:
+        import flash_attn.cute  # noqa: F401
+    except ImportError as err:
+        raise DdpEvalError(f"model.vision_attention=fa4 needs the flash-attn-4 package ({err}); install it "
+                           "(pip install flash-attn-4) or use model.vision_attention=varlen") from None
+    # flash-attn-4 4.0.0b36 passes an argument the CuTe DSL only warns about when compiling its kernel
+    # (seen with nvidia-cutlass-dsl 4.8.1); the kernel is correct, the warning is noise in every log.
+    warnings.filterwarnings("ignore", message=r"Argument aux_data .* cannot be converted to a JitArgument",
+                            category=UserWarning)
+    return fa4_varlen
+
+
 def packed_kernel_available(model: nn.Module) -> bool:
     """True where PyTorch's varlen kernel serves this model's vision tower: CUDA, bf16/fp16, torch >= 2.9."""
     try:
@@ -89,22 +128,27 @@ def packed_kernel_available(model: nn.Module) -> bool:
     return weight.device.type == "cuda" and weight.dtype in (torch.bfloat16, torch.float16)
 
 
-def use_packed_vision_attention(model: nn.Module) -> None:
-    """Switch the vision tower to `packed_attention`; the language model keeps its own implementation."""
+def use_packed_vision_attention(model: nn.Module, kernel: str = "varlen") -> None:
+    """Switch the vision tower to `packed_attention` with torch's varlen kernel ("varlen") or
+    FlashAttention-4's ("fa4"); the language model keeps its own implementation."""
     from transformers import AttentionInterface
 
     visual = find_vision_tower(model, "model.vision_attention=sdpa")
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
     attention = packed_attention
-    if device.type == "cuda":
+    if kernel == "fa4" and device.type != "cuda":
+        raise DdpEvalError(f"model.vision_attention=fa4 runs CUDA kernels; this replica is on {device}. "
+                           "Use model.vision_attention=varlen or sdpa")
+    if device.type == "cuda" and kernel == "fa4":
+        _check_dtype(dtype, kernel)
+        attention = functools.partial(packed_attention, varlen=fa4_call(device))
+    elif device.type == "cuda":
         try:
             from torch.nn.attention.varlen import varlen_attn  # noqa: F401
         except ImportError:
             raise DdpEvalError(f"model.vision_attention=varlen needs torch.nn.attention.varlen (torch >= 2.9); "
                                f"this is torch {torch.__version__}; use model.vision_attention=sdpa") from None
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise DdpEvalError(f"model.vision_attention=varlen needs model.dtype bfloat16 or float16 on CUDA, "
-                               f"got {dtype}; use model.vision_attention=sdpa")
+        _check_dtype(dtype, kernel)
         attn, (call, takes_scale) = visual.blocks[0].attn, varlen_call()
         if not takes_scale and attn.head_dim**-0.5 != attn.scaling:
             raise DdpEvalError("model.vision_attention=varlen: this torch's varlen_attn has no scale argument and "
@@ -112,5 +156,11 @@ def use_packed_vision_attention(model: nn.Module) -> None:
         attention = functools.partial(packed_attention, varlen=call)
     AttentionInterface.register(NAME, attention)
     visual.config._attn_implementation = NAME
-    log.info("vision attention: one packed call per layer (%s)", "varlen_attn" if device.type == "cuda"
-             else "per image on CPU")
+    log.info("vision attention: one packed call per layer (%s)", "per image on CPU" if device.type != "cuda"
+             else "FlashAttention-4" if kernel == "fa4" else "varlen_attn")
+
+
+def _check_dtype(dtype: torch.dtype, kernel: str) -> None:
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise DdpEvalError(f"model.vision_attention={kernel} needs model.dtype bfloat16 or float16 on CUDA, "
+                           f"got {dtype}; use model.vision_attention=sdpa")

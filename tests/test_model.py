@@ -218,6 +218,39 @@ def test_packed_attention_matches_sdpa_per_sequence_and_for_one_sequence_callers
     torch.testing.assert_close(whole, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
 
 
+def test_fa4_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_model):
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", vision_attention="fa4")
+    with pytest.raises(DdpEvalError, match="model.vision_attention=fa4 runs CUDA kernels.*cpu"):
+        load_model(cfg, torch.device("cpu"))
+
+
+def test_fa4_without_its_package_names_the_package(monkeypatch):
+    import sys
+
+    from ddp_eval.vision_attention import fa4_call
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # as if flash-attn-4 were not installed
+    with pytest.raises(DdpEvalError, match="needs the flash-attn-4 package"):
+        fa4_call(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(DdpEvalError, match="compute capability 9.x, 10.x.*is 8.0"):
+        fa4_call(torch.device("cuda", 0))
+
+
+def test_fa4_op_tells_compiled_code_its_output_shape():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import ddp_eval.vision_attention  # noqa: F401  (registers the op)
+
+    with FakeTensorMode():
+        q, k = torch.empty(10, 4, 8, dtype=torch.bfloat16), torch.empty(12, 4, 8, dtype=torch.bfloat16)
+        v = torch.empty(12, 4, 6, dtype=torch.bfloat16)
+        cu = torch.tensor([0, 3, 10], dtype=torch.int32)
+        out = torch.ops.ddp_eval.fa4_varlen(q, k, v, cu, cu, 7, 9, 0.5)
+    assert out.shape == (10, 4, 6) and out.dtype == torch.bfloat16
+
+
 def test_kv_head_attention_equals_sdpa_with_copied_heads():
     from types import SimpleNamespace
 
