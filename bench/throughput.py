@@ -289,7 +289,8 @@ def main() -> None:
         rate = res["rows_per_s"]
         res.update(tokens_per_s=tokens / res["predict_s"], patches_per_s=patches / res["predict_s"],
                    tflop_per_row=flops / res["rows"] / 1e12,
-                   mfu=flops / res["predict_s"] / (H100_BF16_DENSE_TFLOPS * 1e12))
+                   # With shared images the rows' own FLOPs overstate the work done (reuse skips most of it).
+                   mfu=None if args.circular else flops / res["predict_s"] / (H100_BF16_DENSE_TFLOPS * 1e12))
         if args.baseline_rows:
             pred = pd_predictions(args.out / name)
             same = [pred[i] == r for i, r in base["replies"].items() if i in pred]
@@ -299,8 +300,9 @@ def main() -> None:
         print(f"{name}: {rate:.2f} rows/s ({res['rows']} rows in {res['predict_s']:.1f} s; "
               f"{res['steady_rows_per_s'] or 0:.2f} rows/s after the first batch), "
               f"{res['tokens_per_s']:.0f} tok/s, {res['patches_per_s']:.0f} patches/s, "
-              f"peak {res['peak_memory_gib']:.1f} GiB, MFU {res['mfu'] * 100:.1f}%, "
-              f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start, "
+              f"peak {res['peak_memory_gib']:.1f} GiB, "
+              + (f"MFU {res['mfu'] * 100:.1f}%, " if res["mfu"] is not None else "")
+              + f"{res['tflop_per_row']:.1f} TFLOP/row, first batch {res['first_batch_s']:.1f} s after start, "
               f"waited {res['wait_s']:.1f} s for batches"
               + (f", agreement {res['agreement_with_batch1']:.2f}" if args.baseline_rows else ""), flush=True)
     for pair in args.compare:

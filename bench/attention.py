@@ -1,0 +1,109 @@
+"""The vision tower's attention at the benchmark's shapes, kernel by kernel (a CUDA machine).
+
+One layer's attention for a batch of images at VLMEvalKit's pixel setting: 16 heads, head_dim 80, each
+image its own sequence of ~5,100 patches. Times torch's packed `varlen_attn`, FlashAttention-4's packed
+kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), and transformers'
+per-image sdpa loop (cuDNN / flash per image), and checks every output against the first.
+
+    python bench/attention.py --images 16 --json attention.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+SIZES = [(384, 384), (512, 512), (640, 480), (800, 600), (448, 336), (300, 200), (1024, 768), (560, 420)]
+
+
+def patch_counts(images: int, min_pixels: int, max_pixels: int) -> list[int]:
+    from qwen_vl_utils import smart_resize
+
+    counts = []
+    for i in range(images):
+        width, height = SIZES[i % len(SIZES)]
+        h, w = smart_resize(height, width, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+        counts.append((h // 14) * (w // 14))
+    return counts
+
+
+def timed(fn, reps: int) -> float:
+    """Mean seconds per call on the GPU, after two calls not timed."""
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / reps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.varlen import varlen_attn
+
+    counts = patch_counts(args.images, 1280 * 28 * 28, 16384 * 28 * 28)
+    heads, dim, device = 16, 80, torch.device("cuda", 0)
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v = (torch.randn(sum(counts), heads, dim, device=device, dtype=torch.bfloat16, generator=gen)
+               for _ in range(3))
+    cu = torch.tensor([0, *counts], device=device).cumsum(0).to(torch.int32)
+    longest, scale = max(counts), dim ** -0.5
+    flop = 4 * sum(n * n for n in counts) * heads * dim
+    results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "patches": counts}
+
+    def packed():
+        return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale)
+
+    def per_image(backend):
+        def call():
+            bounds = cu.tolist()
+            with sdpa_kernel(backend):
+                return torch.cat([F.scaled_dot_product_attention(
+                    *(t[a:b].transpose(0, 1)[None] for t in (q, k, v)), scale=scale)[0].transpose(0, 1)
+                    for a, b in zip(bounds[:-1], bounds[1:])])
+        return call
+
+    reference = packed()
+
+    def record(name, fn, first_call_s=None):
+        error = (fn().float() - reference.float()).abs().max().item()
+        seconds = timed(fn, args.reps)
+        results[name] = {"ms": seconds * 1e3, "tflops": flop / seconds / 1e12, "max_abs_diff": error,
+                         "first_call_s": first_call_s}
+        print(f"{name}: {seconds * 1e3:.2f} ms, {flop / seconds / 1e12:.0f} TFLOP/s, max |diff| {error:.4f}"
+              + (f", first call {first_call_s:.1f} s" if first_call_s is not None else ""), flush=True)
+
+    record("varlen_attn_torch", packed)
+    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
+        record(f"per_image_{backend.name.lower()}", per_image(backend))
+    from ddp_eval.vision_attention import fa4_call
+
+    try:
+        fa4 = fa4_call(device)
+        start = time.perf_counter()
+        fa4(q, k, v, cu, cu, longest, longest, scale)
+        torch.cuda.synchronize()
+        record("fa4_varlen", lambda: fa4(q, k, v, cu, cu, longest, longest, scale), time.perf_counter() - start)
+    except Exception as err:  # report and go on: this is a measurement, not the runner
+        results["fa4_varlen"] = {"error": repr(err)}
+        print(f"fa4_varlen: failed: {err!r}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
