@@ -11,6 +11,7 @@ import yaml
 from ddp_eval import dist
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.manifest import git_commit, versions
+from ddp_eval.vision_attention import fa4_problem
 
 
 def _line(status: str, text: str) -> str:
@@ -46,12 +47,16 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
         errors += 1
         lines.append(_line("FAIL", f"{local_world} processes on this node but {gpus} GPU(s): start at most one "
                                    "process per GPU (torchrun --nproc_per_node)"))
-    attn = ["eager", "sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+    # flash_attn_2_cuda is FlashAttention-2's kernel module; flash-attn-4 also installs a flash_attn package.
+    attn = ["eager", "sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn_2_cuda") else [])
     lines.append(_line("ok", f"attention implementations: {', '.join(attn)}"
                              + ("" if "flash_attention_2" in attn else " (flash_attn not installed)")))
     varlen = importlib.util.find_spec("torch.nn.attention.varlen") is not None
     lines.append(_line("ok", "vision attention: packed varlen_attn " + (
         "available (used on CUDA in bf16/fp16)" if varlen else f"not in torch {torch.__version__}; per-image sdpa")))
+    fa4 = fa4_problem()
+    lines.append(_line("ok", "vision attention fa4 (FlashAttention-4): " + (
+        "available" if fa4 is None else f"not usable here: {fa4}")))
     if config is not None:
         more_lines, more_errors = _check_config(config, overrides)
         lines += more_lines
@@ -75,6 +80,10 @@ def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
     except DdpEvalError as err:
         return lines + [_line("FAIL", f"config: {err}")], errors + 1
     lines.append(_line("ok", f"config {config} is valid"))
+    if cfg.model.vision_attention == "fa4" and (problem := fa4_problem()) is not None:
+        errors += 1
+        lines.append(_line("FAIL", f"model.vision_attention=fa4: {problem}; install flash-attn-4 on a Hopper or "
+                                   "Blackwell machine, or use model.vision_attention=varlen"))
     try:
         from transformers import AutoConfig
 

@@ -12,6 +12,7 @@ Hopper and Blackwell), and selects it for the vision tower only.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import logging
 import warnings
@@ -115,6 +116,20 @@ def fa4_call(device: torch.device) -> Callable:
     warnings.filterwarnings("ignore", message=r"Argument aux_data .* cannot be converted to a JitArgument",
                             category=UserWarning)
     return fa4_varlen
+
+
+def fa4_problem() -> str | None:
+    """Why model.vision_attention=fa4 cannot run on this machine's GPUs, or None if it can."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    majors = {torch.cuda.get_device_capability(i)[0] for i in range(torch.cuda.device_count())}
+    if not majors <= {9, 10}:
+        return f"it needs Hopper or Blackwell GPUs (compute capability 9.x, 10.x); found {sorted(majors)}.x"
+    try:
+        found = importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:  # a flash_attn package without the cute kernels
+        found = False
+    return None if found else "the flash-attn-4 package is not installed"
 
 
 def packed_kernel_available(model: nn.Module) -> bool:

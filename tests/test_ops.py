@@ -28,6 +28,13 @@ def test_doctor_reports_versions_device_map_model_and_data(config_file):
     assert "local rank 0 -> cpu" in out
     assert "qwen2_vl config and processor load" in out
     assert "attention implementations: eager, sdpa" in out
+    assert "vision attention fa4 (FlashAttention-4): not usable here: no CUDA GPU" in out
+
+
+def test_doctor_fails_a_config_asking_for_fa4_where_it_cannot_run(config_file):
+    done = cli("doctor", "--config", config_file, "--set", "model.vision_attention=fa4")
+    assert done.returncode == 2
+    assert "[FAIL] model.vision_attention=fa4: no CUDA GPU" in done.stdout
 
 
 def test_doctor_fails_on_device_map_and_torchrun_env_is_mapped(config_file, tmp_path):
