@@ -98,38 +98,38 @@ def _(q, k, v, cu_q, cu_k, max_q, max_k, scale):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
+def fa4_problem(device: torch.device | None = None) -> str | None:
+    """Why model.vision_attention=fa4 cannot run on `device` (default: every visible GPU), or None."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    devices = [device] if device is not None else range(torch.cuda.device_count())
+    capabilities = sorted({torch.cuda.get_device_capability(d) for d in devices})
+    if any(major not in (9, 10) for major, _ in capabilities):
+        return ("FlashAttention-4 runs on Hopper and Blackwell GPUs (compute capability 9.x, 10.x), not "
+                + ", ".join(f"{major}.{minor}" for major, minor in capabilities))
+    try:
+        found = importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:  # a flash_attn package without the cute kernels
+        found = False
+    return None if found else "the flash-attn-4 package is not installed (pip install flash-attn-4)"
+
+
 def fa4_call(device: torch.device) -> Callable:
     """FlashAttention-4's varlen kernel as f(q, k, v, cu_q, cu_k, max_q, max_k, scale); a clear error
-    where it cannot run (package missing, not a Hopper / Blackwell GPU)."""
-    major, minor = torch.cuda.get_device_capability(device)
-    if major not in (9, 10):
-        raise DdpEvalError(f"model.vision_attention=fa4: FlashAttention-4 runs on Hopper and Blackwell GPUs "
-                           f"(compute capability 9.x, 10.x); {device} is {major}.{minor}. "
-                           "Use model.vision_attention=varlen")
-    try:
-        import flash_attn.cute  # noqa: F401
-    except ImportError as err:
-        raise DdpEvalError(f"model.vision_attention=fa4 needs the flash-attn-4 package ({err}); install it "
-                           "(pip install flash-attn-4) or use model.vision_attention=varlen") from None
+    where it cannot run (not a Hopper / Blackwell GPU, package missing or broken)."""
+    problem = fa4_problem(device)
+    if problem is None:
+        try:
+            import flash_attn.cute  # noqa: F401  (a broken install fails here, not in the first batch)
+        except ImportError as err:
+            problem = f"flash-attn-4 does not import ({err})"
+    if problem is not None:
+        raise DdpEvalError(f"model.vision_attention=fa4: {problem}; use model.vision_attention=varlen")
     # flash-attn-4 4.0.0b36 passes an argument the CuTe DSL only warns about when compiling its kernel
     # (seen with nvidia-cutlass-dsl 4.8.1); the kernel is correct, the warning is noise in every log.
     warnings.filterwarnings("ignore", message=r"Argument aux_data .* cannot be converted to a JitArgument",
                             category=UserWarning)
     return fa4_varlen
-
-
-def fa4_problem() -> str | None:
-    """Why model.vision_attention=fa4 cannot run on this machine's GPUs, or None if it can."""
-    if not torch.cuda.is_available():
-        return "no CUDA GPU"
-    majors = {torch.cuda.get_device_capability(i)[0] for i in range(torch.cuda.device_count())}
-    if not majors <= {9, 10}:
-        return f"it needs Hopper or Blackwell GPUs (compute capability 9.x, 10.x); found {sorted(majors)}.x"
-    try:
-        found = importlib.util.find_spec("flash_attn.cute") is not None
-    except ImportError:  # a flash_attn package without the cute kernels
-        found = False
-    return None if found else "the flash-attn-4 package is not installed"
 
 
 def packed_kernel_available(model: nn.Module) -> bool:

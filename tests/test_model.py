@@ -224,17 +224,18 @@ def test_fa4_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_mode
         load_model(cfg, torch.device("cpu"))
 
 
-def test_fa4_without_its_package_names_the_package(monkeypatch):
+def test_fa4_where_it_cannot_run_names_what_is_missing(monkeypatch):
     import sys
 
     from ddp_eval.vision_attention import fa4_call
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # as if flash-attn-4 were not installed
-    with pytest.raises(DdpEvalError, match="needs the flash-attn-4 package"):
+    with pytest.raises(DdpEvalError, match="fa4: the flash-attn-4 package is not installed"):
         fa4_call(torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    with pytest.raises(DdpEvalError, match="compute capability 9.x, 10.x.*is 8.0"):
+    with pytest.raises(DdpEvalError, match=r"capability 9.x, 10.x\), not 8.0; use model.vision_attention=varlen"):
         fa4_call(torch.device("cuda", 0))
 
 
