@@ -86,19 +86,24 @@ def _identity(batch: PreparedBatch) -> PreparedBatch:
     return batch
 
 
-def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, replica: Replica, writer: ShardWriter,
-            stop: StopFlag, stats: ShareStats, options: Options) -> None:
-    """Generate for this rank's batches, appending each finished batch to the shard."""
-    import torch
-
+def start_loading(cfg: Config, info: DistInfo, dataset: BatchDataset):
+    """Start the DataLoader workers; they preprocess the first batches while the model loads."""
     loader = DataLoader(dataset, batch_size=None, num_workers=cfg.run.num_workers, collate_fn=_identity,
                         pin_memory=info.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+    return iter(loader)
+
+
+def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, replica: Replica, writer: ShardWriter,
+            stop: StopFlag, stats: ShareStats, options: Options) -> None:
+    """Generate for this rank's batches (`batches`: the started loader), appending each to the shard."""
+    import torch
+
     rows = sum(len(b.indices) for b in dataset.batches)
     done = failed = 0
     next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
     first_written = start
-    for prepared in loader:
+    for prepared in batches:
         stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
@@ -177,16 +182,21 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
 def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor, mine: list[PlannedBatch],
                    writer: ShardWriter, stop: StopFlag, options: Options) -> ShareStats:
     stats = ShareStats()
+    dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
+                           reuse_vision=cfg.model.reuse_vision, reuse_prefix=cfg.model.reuse_prefix)
+    batches = start_loading(cfg, info, dataset)
     start = time.perf_counter()
-    replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
-                      reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode,
-                      reuse_prefix=cfg.model.reuse_prefix)
+    try:
+        replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
+                          reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode,
+                          reuse_prefix=cfg.model.reuse_prefix)
+    except BaseException:
+        del batches  # the last reference: its workers stop now, not when the traceback is dropped
+        raise
     stats.load_s = time.perf_counter() - start
     log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
              time.perf_counter() - (options.process_start or start))
-    dataset = BatchDataset(processor, benchmark, mine, cfg.model.min_pixels, cfg.model.max_pixels,
-                           reuse_vision=cfg.model.reuse_vision, reuse_prefix=cfg.model.reuse_prefix)
-    predict(cfg, info, dataset, replica, writer, stop, stats, options)
+    predict(cfg, info, dataset, batches, replica, writer, stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)

@@ -218,6 +218,22 @@ def test_packed_attention_matches_sdpa_per_sequence_and_for_one_sequence_callers
     torch.testing.assert_close(whole, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
 
 
+def test_a_model_that_fails_to_load_stops_the_started_loader_workers(make_config, single_process, tiny_model,
+                                                                     tmp_path):
+    import multiprocessing
+    import shutil
+
+    broken = tmp_path / "no_weights"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").unlink()  # the processor loads, the model does not
+    try:
+        run(make_config(f"model.path={broken}", "run.num_workers=2"), single_process, QUIET)
+    except DdpEvalError as err:
+        kept = err  # a caller that keeps the error keeps its traceback's frames alive
+    assert f"cannot load the model from {broken}" in str(kept)
+    assert multiprocessing.active_children() == []
+
+
 def test_fa4_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_model):
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", vision_attention="fa4")
     with pytest.raises(DdpEvalError, match="model.vision_attention=fa4 runs CUDA kernels.*cpu"):
