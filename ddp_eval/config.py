@@ -41,6 +41,9 @@ class ModelConfig:
     # Prefill the prompt start that rows of one image share (system prompt, image, hint, question) once
     # and reuse its KV cache for each row's own tokens; greedy decoding only. Off until proven on more models.
     reuse_prefix: bool = False
+    # With reuse_prefix: run the decode steps on fixed-size buffers, replayed as CUDA graphs on a GPU
+    # (one launch per step instead of hundreds); on the CPU the same steps run without graphs.
+    decode_graphs: bool = False
     # Decode steps and other short queries attend on the language model's key/value heads as they are,
     # instead of copying them for every query head (sdpa only; the result is the same).
     kv_head_attention: bool = True
@@ -209,6 +212,9 @@ def validate(cfg: Config) -> None:
 
 def _check_prefix_reuse(cfg: Config) -> None:
     if not cfg.model.reuse_prefix:
+        if cfg.model.decode_graphs:
+            raise DdpEvalError("model.decode_graphs=true needs model.reuse_prefix=true (it runs the decode steps of "
+                               "the shared-prefix decoder); set model.reuse_prefix=true or model.decode_graphs=false")
         return
     needs = [(not cfg.model.reuse_vision, "model.reuse_vision=true"),
              (not cfg.generation.greedy, "generation.greedy=true"),

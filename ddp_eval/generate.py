@@ -26,13 +26,14 @@ class Replica:
     """The model, its processor and generation settings on this rank's device."""
 
     def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any],
-                 reuse_vision: bool = False, mode: str = "generate", reuse_prefix: bool = False) -> None:
+                 reuse_vision: bool = False, mode: str = "generate", reuse_prefix: bool = False,
+                 decode_graphs: bool = False) -> None:
         self.model = model
         self.processor = processor
         self.device = device
         self.gen_kwargs = gen_kwargs
         self.vision_reuse = VisionReuse(model) if reuse_vision else None
-        self.prefix_decoder = PrefixDecoder(model) if reuse_prefix else None
+        self.prefix_decoder = PrefixDecoder(model, decode_graphs) if reuse_prefix else None
         self.mode = mode
         self._checked = False
         self._letter_ids: dict[str, int] = {}

@@ -15,6 +15,7 @@ import inspect
 import torch
 from torch import nn
 
+from ddp_eval.decode_graphs import GraphedDecoder
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.inputs import SuffixInputs
 
@@ -25,8 +26,10 @@ _NEUTRAL = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppre
 
 
 class PrefixDecoder:
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, decode_graphs: bool = False) -> None:
         self.model = model
+        # Decode steps on static buffers (CUDA graphs on a GPU) instead of transformers' growing cache.
+        self.graphed = GraphedDecoder(model) if decode_graphs else None
         config = model.generation_config
         for name, neutral in _NEUTRAL.items():
             if getattr(config, name, None) not in neutral:
@@ -55,16 +58,23 @@ class PrefixDecoder:
     def generate(self, prefix_inputs, suffix: SuffixInputs, max_new_tokens: int) -> torch.Tensor:
         """Greedy new tokens per row (rows that finished are padded), shape (rows, steps)."""
         logits, (cache, mask, position) = self.first_logits(prefix_inputs, suffix)
+        step = None
+        if self.graphed is not None and max_new_tokens > 1:
+            step = self.graphed.start(cache, mask, position, max_new_tokens)
+            cache = mask = position = None  # the static buffers hold the state now
         eos = self.eos.to(logits.device)
         done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         finished = _AllDone(lagged=logits.is_cuda)
         tokens = []
-        for step in range(max_new_tokens):
+        for i in range(max_new_tokens):
             token = torch.where(done, self.pad, logits.argmax(-1))
             tokens.append(token)
             done |= torch.isin(token, eos)
-            if step + 1 == max_new_tokens or finished.after(done):
+            if i + 1 == max_new_tokens or finished.after(done):
                 break
+            if step is not None:
+                logits = step(token)
+                continue
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             out = self.model(input_ids=token[:, None], attention_mask=_causal(mask, 1),
                              position_ids=_rope(position[:, None]), use_cache=True, **{self.cache_arg: cache})

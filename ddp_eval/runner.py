@@ -189,7 +189,7 @@ def _predict_share(cfg: Config, info: DistInfo, benchmark: Benchmark, processor,
     try:
         replica = Replica(load_model(cfg.model, info.device), processor, info.device, generation_kwargs(cfg),
                           reuse_vision=cfg.model.reuse_vision, mode=cfg.generation.mode,
-                          reuse_prefix=cfg.model.reuse_prefix)
+                          reuse_prefix=cfg.model.reuse_prefix, decode_graphs=cfg.model.decode_graphs)
     except BaseException:
         del batches  # the last reference: its workers stop now, not when the traceback is dropped
         raise

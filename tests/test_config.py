@@ -86,3 +86,10 @@ def test_prefix_reuse_names_every_setting_it_needs(tmp_path):
                                             "generation.greedy=false"])
     assert "model.reuse_vision=true" in str(err.value) and "generation.greedy=true" in str(err.value)
     assert load_config(write(tmp_path, BASE), ["model.reuse_prefix=true"]).model.reuse_prefix is True
+
+
+def test_decode_graphs_without_prefix_reuse_is_refused_naming_both_keys(tmp_path):
+    with pytest.raises(DdpEvalError, match=r"model\.decode_graphs=true needs model\.reuse_prefix=true"):
+        load_config(write(tmp_path, BASE), ["model.decode_graphs=true"])
+    cfg = load_config(write(tmp_path, BASE), ["model.decode_graphs=true", "model.reuse_prefix=true"])
+    assert cfg.model.decode_graphs is True

@@ -173,6 +173,70 @@ def test_predictions_with_prefix_reuse_equal_without_in_float32(model_fixture, r
     assert len(set(on.values())) > 3  # real, varied replies, not one constant
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])
+def test_predictions_with_static_decode_steps_equal_the_growing_cache_in_float32(model_fixture, request, make_config,
+                                                                                 single_process, tmp_path):
+    model = request.getfixturevalue(model_fixture)
+    for name, graphs in (("on", "true"), ("off", "false")):
+        run(make_config("model.reuse_prefix=true", f"model.decode_graphs={graphs}", "run.batch_size=6",
+                        f"run.output_dir={tmp_path / name}", model=model), single_process, QUIET)
+    on, off = predictions(tmp_path / "on"), predictions(tmp_path / "off")
+    assert len(on) == 78 and on == off
+    assert len(set(on.values())) > 3
+
+
+def _decode_both_ways(model, processor, bench, batches, max_new_tokens):
+    """Token ids per batch from the plain prefix decoder and from the static-step one."""
+    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.prefix_decode import PrefixDecoder
+    from ddp_eval.vision_reuse import VisionReuse
+
+    device = next(model.parameters()).device
+    plain, static = PrefixDecoder(model), PrefixDecoder(model, decode_graphs=True)
+    reuse = VisionReuse(model)
+    results = []
+    for rows in batches:
+        batch = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True, reuse_prefix=True)
+        inputs, suffix = batch.inputs.to(device), batch.prefix.to(device)
+        with torch.inference_mode():
+            reuse.share(batch.image_map, batch.unique_grid_thw)
+            expected = plain.generate(inputs, suffix, max_new_tokens)
+            reuse.share(batch.image_map, batch.unique_grid_thw)
+            got = static.generate(inputs, suffix, max_new_tokens)
+        results.append((got.cpu(), expected.cpu()))
+    return static.graphed, results
+
+
+def test_static_decode_steps_are_shared_by_batches_of_one_shape(tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    # two batches of 3 rows with prompts of similar length, then one of 2 rows: two shapes
+    graphed, results = _decode_both_ways(model, processor, bench, [(0, 1_000_000, 1), (2, 3, 1_000_002), (4, 5)], 6)
+    for got, expected in results:
+        assert torch.equal(got, expected)
+    assert sorted(rows for rows, _ in graphed.steps) == [2, 3]
+    assert all(room % 256 == 0 for _, room in graphed.steps)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_decode_steps_replayed_from_cuda_graphs_give_the_plain_tokens(tiny_model, demo_tsv):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor, model = load_processor(cfg), load_model(cfg, torch.device("cuda", 0))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    batches = [(0, 1_000_000, 1), (2, 3, 1_000_002), (4, 5), (0, 1_000_000, 1)]
+    graphed, results = _decode_both_ways(model, processor, bench, batches, 8)
+    for got, expected in results:
+        assert torch.equal(got, expected)
+    assert all(step.graph is not None for step in graphed.steps.values())
+
+
 def test_choice_logits_with_prefix_reuse_choose_as_without(make_config, single_process, tmp_path):
     for name, reuse in (("on", "true"), ("off", "false")):
         run(make_config("generation.mode=choice_logits", f"model.reuse_prefix={reuse}",
