@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+import os
 import warnings
 from collections.abc import Callable
 
@@ -119,6 +120,10 @@ def fa4_call(device: torch.device) -> Callable:
     where it cannot run (not a Hopper / Blackwell GPU, package missing or broken)."""
     problem = fa4_problem(device)
     if problem is None:
+        # FlashAttention-4 compiles its kernel on first use (~4 s per process on an H100); its own
+        # on-disk cache, keyed by its sources and versions, keeps that to the first process on a
+        # machine. It reads the switch when it is imported; a value the user set is left as it is.
+        os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "1")
         try:
             import flash_attn.cute  # noqa: F401  (a broken install fails here, not in the first batch)
         except ImportError as err:
