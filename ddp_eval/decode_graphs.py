@@ -8,10 +8,11 @@ the prompt plus the new tokens, the key padding mask, the token and its rotary p
 writes its key and value into the next free column and unmasks that column. Columns that are not
 written yet stay masked, so they add nothing to the attention.
 
-The room is rounded up to a multiple of `ROOM_STEP` tokens, so batches of similar length share a
-graph. Every layer's keys and values live in one buffer that all graphs reuse (one batch decodes at
-a time). On the CPU the same static step runs eagerly, without a graph, so tests can compare it with
-the plain loop.
+The room is the prompt plus up to `ROOM_STEP` new tokens, rounded up to a multiple of `ROOM_STEP`,
+so batches of similar length share a graph; a batch that decodes further moves to a step with more
+room (memory follows the replies' length, not max_new_tokens). Every layer's keys and values live in
+one buffer that all graphs reuse (one batch decodes at a time). On the CPU the same static step runs
+eagerly, without a graph, so tests can compare it with the plain loop.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class _Step:
         self.position = torch.zeros(rows, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
+        self.used = 0  # key columns holding a token (host-side count, no sync)
+
+    @property
+    def room(self) -> int:
+        return self.mask.shape[1]
 
     def load(self, cache, mask: torch.Tensor, position: torch.Tensor) -> None:
         """Take over the prefill's state: its keys and values, its mask, each row's next position."""
@@ -71,11 +77,24 @@ class _Step:
         self.mask[:, :length] = mask.bool()
         self.kv.column.fill_(length)
         self.position.copy_(position)
+        self.used = length
+
+    def take_over(self, smaller: _Step) -> None:
+        """Continue where a step with less room stopped."""
+        room = smaller.room
+        for mine, theirs in zip(self.kv.keys + self.kv.values, smaller.kv.keys + smaller.kv.values):
+            mine[:, :, :room].copy_(theirs)
+        self.mask.zero_()
+        self.mask[:, :room] = smaller.mask
+        self.kv.column.copy_(smaller.kv.column)
+        self.position.copy_(smaller.position)
+        self.used = smaller.used
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
         """Logits for the token after `token` (rows,), then advance one column. The result is a
         buffer that the next call overwrites."""
         self.token.copy_(token[:, None])
+        self.used += 1
         if self.graph is None:
             return self.run()
         self.graph.replay()
@@ -107,6 +126,7 @@ class GraphedDecoder:
         self.layer_types = sorted(types)
         params = inspect.signature(self.text_model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.room_step = ROOM_STEP
         self.steps: dict[tuple[int, int], _Step] = {}
         self.storage: list[torch.Tensor] = []  # per layer, keys then values, flat; all steps view it
         self.pool = None
@@ -114,44 +134,59 @@ class GraphedDecoder:
     def start(self, cache, mask: torch.Tensor, position: torch.Tensor, max_new_tokens: int) -> _Step:
         """The step for this batch's shape, loaded with its prefill state (`cache`: a DynamicCache)."""
         rows, length = mask.shape
-        room = -(-(length + max_new_tokens - 1) // ROOM_STEP) * ROOM_STEP
+        room = _round_up(length + min(max_new_tokens - 1, self.room_step), self.room_step)
         step = self.steps.get((rows, room))
         if step is None:
             step = self._new_step(rows, room, _layers_of(cache))
-            self.steps[(rows, room)] = step
         step.load(cache, mask, position)
         return step
 
-    def _new_step(self, rows: int, room: int, layers) -> _Step:
+    def with_room(self, step: _Step) -> _Step:
+        """`step` if it has a free key column, else a step with more room that continues from it."""
+        if step.used < step.room:
+            return step
+        rows = step.mask.shape[0]
+        bigger = self._new_step(rows, step.room + self.room_step, list(zip(step.kv.keys, step.kv.values)),
+                                new_storage=True)  # not the buffers `step` still reads
+        bigger.take_over(step)
+        return bigger
+
+    def _new_step(self, rows: int, room: int, layers, new_storage: bool = False) -> _Step:
         first = layers[0][0]
         # per buffer (each layer's keys, then its values): (rows, kv_heads, room, head_dim)
         shapes = [(rows, t.shape[1], room, t.shape[3]) for pair in layers for t in pair]
         need = max(s[0] * s[1] * s[2] * s[3] for s in shapes)
-        if not self.storage or self.storage[0].numel() < need:
-            # Larger than any step so far: new buffers, and the steps that viewed the old ones go.
+        if new_storage or not self.storage or self.storage[0].numel() < need:
+            # New buffers, and the steps that viewed the old ones go.
             self.steps.clear()
-            self.storage = []
+            self.storage = []  # freed before the new ones are allocated, unless a step still views them
             self.storage = [torch.zeros(need, dtype=first.dtype, device=first.device) for _ in shapes]
         views = [buf[:s[0] * s[1] * s[2] * s[3]].view(s) for buf, s in zip(self.storage, shapes)]
         step = _Step(self, rows, room, views[0::2], views[1::2])
         if first.is_cuda:
             self._capture(step)
             log.info("decode step captured as a CUDA graph for %d rows x %d key columns", rows, room)
+        self.steps[(rows, room)] = step
         return step
 
     def _capture(self, step: _Step) -> None:
         device = step.token.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            step.run()  # outside the capture: lazy initialisation (cuBLAS workspaces, kernel loading)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the DataLoader's pinning thread keeps allocating host memory during the capture.
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            step.logits = step.run()
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                step.run()  # outside the capture: lazy initialisation (cuBLAS workspaces, kernel loading)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the DataLoader's pinning thread keeps allocating host memory meanwhile.
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                step.logits = step.run()
         step.graph = graph
         self.pool = graph.pool()
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def _text_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:

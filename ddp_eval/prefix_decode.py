@@ -73,6 +73,7 @@ class PrefixDecoder:
             if i + 1 == max_new_tokens or finished.after(done):
                 break
             if step is not None:
+                step = self.graphed.with_room(step)
                 logits = step(token)
                 continue
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)

@@ -185,7 +185,7 @@ def test_predictions_with_static_decode_steps_equal_the_growing_cache_in_float32
     assert len(set(on.values())) > 3
 
 
-def _decode_both_ways(model, processor, bench, batches, max_new_tokens):
+def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_step=None):
     """Token ids per batch from the plain prefix decoder and from the static-step one."""
     from ddp_eval.inputs import prepare_batch
     from ddp_eval.prefix_decode import PrefixDecoder
@@ -193,6 +193,7 @@ def _decode_both_ways(model, processor, bench, batches, max_new_tokens):
 
     device = next(model.parameters()).device
     plain, static = PrefixDecoder(model), PrefixDecoder(model, decode_graphs=True)
+    static.graphed.room_step = room_step or static.graphed.room_step
     reuse = VisionReuse(model)
     results = []
     for rows in batches:
@@ -222,6 +223,26 @@ def test_static_decode_steps_are_shared_by_batches_of_one_shape(tiny_model, demo
     assert all(room % 256 == 0 for _, room in graphed.steps)
 
 
+def test_static_decode_moves_to_more_room_when_replies_outgrow_it(tiny_model, demo_tsv, monkeypatch):
+    from ddp_eval.config import DataConfig
+    from ddp_eval.data.load import load_benchmark
+    from ddp_eval.decode_graphs import _Step
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    moves = []
+    take_over = _Step.take_over
+    monkeypatch.setattr(_Step, "take_over",
+                        lambda self, smaller: (moves.append(smaller.room), take_over(self, smaller)))
+    # room for 4 new tokens at a time: 20 new tokens need several moves
+    _, results = _decode_both_ways(model, processor, bench, [(0, 1_000_000, 1)], 20, room_step=4)
+    got, expected = results[0]
+    assert expected.shape[1] > 12  # the rows kept decoding past three moves
+    assert torch.equal(got, expected)
+    assert len(moves) >= 3
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_decode_steps_replayed_from_cuda_graphs_give_the_plain_tokens(tiny_model, demo_tsv):
     from ddp_eval.config import DataConfig
@@ -231,7 +252,7 @@ def test_decode_steps_replayed_from_cuda_graphs_give_the_plain_tokens(tiny_model
     processor, model = load_processor(cfg), load_model(cfg, torch.device("cuda", 0))
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     batches = [(0, 1_000_000, 1), (2, 3, 1_000_002), (4, 5), (0, 1_000_000, 1)]
-    graphed, results = _decode_both_ways(model, processor, bench, batches, 8)
+    graphed, results = _decode_both_ways(model, processor, bench, batches, 8, room_step=4)  # with moves
     for got, expected in results:
         assert torch.equal(got, expected)
     assert all(step.graph is not None for step in graphed.steps.values())
