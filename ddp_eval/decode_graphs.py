@@ -157,8 +157,10 @@ class GraphedDecoder:
         shapes = [(rows, t.shape[1], room, t.shape[3]) for pair in layers for t in pair]
         need = max(s[0] * s[1] * s[2] * s[3] for s in shapes)
         if new_storage or not self.storage or self.storage[0].numel() < need:
-            # New buffers, and the steps that viewed the old ones go.
+            # New buffers, and the steps that viewed the old ones go, with their graphs. Their memory
+            # pool goes too: torch refuses a capture into a pool whose graphs are all gone.
             self.steps.clear()
+            self.pool = None
             self.storage = []  # freed before the new ones are allocated, unless a step still views them
             self.storage = [torch.zeros(need, dtype=first.dtype, device=first.device) for _ in shapes]
         views = [buf[:s[0] * s[1] * s[2] * s[3]].view(s) for buf, s in zip(self.storage, shapes)]
