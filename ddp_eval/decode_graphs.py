@@ -45,7 +45,7 @@ class _StaticKV:
         self.values[layer_idx].index_copy_(2, self.column, value_states)
         return self.keys[layer_idx], self.values[layer_idx]
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # only asked when no positions are given
         return self.keys[layer_idx].shape[2]
 
 
@@ -130,6 +130,8 @@ class GraphedDecoder:
         self.steps: dict[tuple[int, int], _Step] = {}
         self.storage: list[torch.Tensor] = []  # per layer, keys then values, flat; all steps view it
         self.pool = None
+        if next(model.parameters()).device.type != "cuda":
+            log.info("model.decode_graphs: not on a CUDA device, so the static decode steps run without graphs")
 
     def start(self, cache, mask: torch.Tensor, position: torch.Tensor, max_new_tokens: int) -> _Step:
         """The step for this batch's shape, loaded with its prefill state (`cache`: a DynamicCache)."""
