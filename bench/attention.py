@@ -89,7 +89,7 @@ def main() -> None:
     record("varlen_attn_torch", packed)
     for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         record(f"per_image_{backend.name.lower()}", per_image(backend))
-    from ddp_eval.vision_attention import fa4_call
+    from ddp_eval.models.common.vision_attention import fa4_call
 
     try:
         fa4 = fa4_call(device)

@@ -31,9 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddp_eval.config import load_config  # noqa: E402
-from ddp_eval.demo import _token_ids, build_processor, build_tokenizer, write_tsv  # noqa: E402
-from ddp_eval.dist import DistInfo, setup_logging  # noqa: E402
-from ddp_eval.runner import Options, run  # noqa: E402
+from ddp_eval.demo import build_processor, build_tokenizer, token_ids, write_tsv  # noqa: E402
+from ddp_eval.dist.group import DistInfo  # noqa: E402
+from ddp_eval.dist.log import setup_logging  # noqa: E402
+from ddp_eval.run.job import plan_job  # noqa: E402
+from ddp_eval.run.runner import Options, load_backend, run  # noqa: E402
+from ddp_eval.tasks.load import load_benchmark  # noqa: E402
 
 SIZES = [(384, 384), (512, 512), (640, 480), (800, 600), (448, 336), (300, 200), (1024, 768), (560, 420)]
 H100_BF16_DENSE_TFLOPS = 989.0
@@ -54,7 +57,7 @@ def build_model(out: Path) -> Path:
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return out
     tokenizer = build_tokenizer()
-    ids = _token_ids(tokenizer)
+    ids = token_ids(tokenizer)
     config = Qwen2VLConfig(text_config={**TEXT, **ids}, vision_config=VISION, **ids)
     with torch.device("cuda"):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
@@ -112,15 +115,13 @@ def workload_size(model_dir: Path, tsv: Path, min_pixels: int, max_pixels: int) 
     """(LLM tokens, ViT patches, FLOPs) summed over the benchmark, from the runner's own size estimate."""
     from qwen_vl_utils import smart_resize
 
-    from ddp_eval.config import DataConfig
-    from ddp_eval.costs import row_costs
-    from ddp_eval.data.load import load_benchmark
-
-    bench = load_benchmark(DataConfig(path=str(tsv)))
-    costs = row_costs(bench, min_pixels, max_pixels)
+    cfg = load_config(None, [f"model.path={model_dir}", f"data.path={tsv}", f"model.min_pixels={min_pixels}",
+                             f"model.max_pixels={max_pixels}"])
+    bench = load_benchmark(cfg.data)
+    costs = plan_job(cfg, bench).costs
     tokens = patches = flops = 0
     for s in bench.samples:
-        w, h = bench.images.size(s.image_key)
+        w, h = bench.images.size(s.image_keys[0])
         rh, rw = smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
         p = (rh // 14) * (rw // 14)
         tok = costs[s.index] + 30  # + chat template tokens
@@ -133,11 +134,11 @@ def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels:
     from qwen_vl_utils import fetch_image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.prompts import build_messages
+    from ddp_eval.models.qwen2_vl.preprocess import chat_messages
 
-    bench = load_benchmark(DataConfig(path=str(tsv), limit=n + 2))
+    cfg = load_config(None, [f"model.path={model_dir}", f"data.path={tsv}", f"data.limit={n + 2}"])
+    bench = load_benchmark(cfg.data)
+    job = plan_job(cfg, bench)
     processor = AutoProcessor.from_pretrained(model_dir)
     processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": "cuda:0"},
@@ -147,9 +148,10 @@ def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels:
         if i == 2:  # two warm-up rows
             torch.cuda.synchronize()
             start = time.perf_counter()
-        image = fetch_image({"image": bench.images.open(s.image_key), "min_pixels": min_pixels,
+        image = fetch_image({"image": bench.images.open(s.image_keys[0]), "min_pixels": min_pixels,
                              "max_pixels": max_pixels})
-        text = processor.apply_chat_template(build_messages(s), tokenize=False, add_generation_prompt=True)
+        content = job.family.content(job.task, s, bench.name)
+        text = processor.apply_chat_template(chat_messages(content), tokenize=False, add_generation_prompt=True)
         inputs = processor(text=[text], images=[image], return_tensors="pt").to("cuda:0")
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=4, do_sample=False, temperature=None, top_p=None,
@@ -209,7 +211,11 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
 
 def _summary(timings: dict, overrides: list[str]) -> dict:
     """The figures of one pass from its run manifest's timings (one rank)."""
+    from ddp_eval.models.qwen2_vl import FAMILY
+    from ddp_eval.tasks.base import TaskSettings
+
     cfg = load_config(None, ["model.path=m", "data.path=d", *overrides])
+    pixels = FAMILY.pixels(cfg.model, TaskSettings())
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
             "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"], "wait_s": rank["wait_s"],
@@ -217,31 +223,25 @@ def _summary(timings: dict, overrides: list[str]) -> dict:
             "steady_rows_per_s": (rank["rows"] - rank["first_batch_rows"]) / rank["after_first_batch_s"]
             if rank["after_first_batch_s"] else None,
             "peak_memory_gib": rank["peak_memory_gib"], "overrides": overrides,
-            "min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels}
+            "min_pixels": pixels.min_pixels, "max_pixels": pixels.max_pixels}
 
 
 def profile_batch(model_dir: Path, tsv: Path, rows: int, overrides: list[str]) -> dict:
-    """One batch through the runner's own Replica with a run's settings (after a warm-up batch): its
+    """One batch through the runner's own backend with a run's settings (after a warm-up batch): its
     wall time, the GPU kernel time inside it, the kernel table, and one CPU thread's preprocessing time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.generate import Replica, generation_kwargs
-    from ddp_eval.inputs import prepare_batch
-    from ddp_eval.model import load_model, load_processor
-
     cfg = load_config(None, [*base_overrides(model_dir, tsv, Path("/tmp/unused")), *overrides])
-    m = cfg.model
-    processor = load_processor(m)
-    device = torch.device("cuda", 0)
-    replica = Replica(load_model(m, device), processor, device, generation_kwargs(cfg), reuse_vision=m.reuse_vision,
-                      mode=cfg.generation.mode, reuse_prefix=m.reuse_prefix, decode_graphs=m.decode_graphs)
     bench = load_benchmark(cfg.data)
-    order = sorted(bench.samples, key=lambda s: (s.image_key, s.index))
+    job = plan_job(cfg, bench)
+    processor = job.family.load_processor(cfg.model, job.pixels)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), initialized=False)
+    replica = load_backend(job, info, processor)
+    preprocess = job.family.preprocessor(processor, bench, job.task, job.speed, job.pixels)
+    order = sorted(bench.samples, key=lambda s: (s.image_keys, s.index))
     batches = [tuple(s.index for s in order[i:i + rows]) for i in (0, rows)]
     start = time.perf_counter()
-    prepared = [prepare_batch(processor, bench, b, idx, m.min_pixels, m.max_pixels, m.reuse_vision, m.reuse_prefix)
-                for b, idx in enumerate(batches)]
+    prepared = [preprocess(b, idx) for b, idx in enumerate(batches)]
     prep_s = (time.perf_counter() - start) / len(prepared)
     replica.replies(prepared[0])
     torch.cuda.synchronize()

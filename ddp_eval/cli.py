@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from ddp_eval.dist.stop import Stopped
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.stop import Stopped
 
 PROCESS_START = time.perf_counter()  # torch and transformers load later, inside the commands
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="re-score an existing predictions file without a model")
     score.add_argument("path", type=Path, help="predictions TSV/XLSX (ours, or VLMEvalKit's with a prediction column)")
     score.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the file)")
+    score.add_argument("--task", default=None, help="the task that scores the file (default: mcq)")
     doctor = sub.add_parser("doctor", help="check versions, GPUs, the rank -> device map, the model and the config")
     doctor.add_argument("--config", type=Path, help="YAML config file to check")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -68,39 +69,41 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from ddp_eval import dist
     from ddp_eval.config import load_config
-    from ddp_eval.runner import Options, run
+    from ddp_eval.dist.group import distributed, read_env
+    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.run.runner import Options, run
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        from ddp_eval.dryrun import describe
+        from ddp_eval.run.dryrun import describe
 
-        world = args.world_size or dist.read_env(os.environ)[1]
+        world = args.world_size or read_env(os.environ)[1]
         print(describe(cfg, world))
         return
-    with dist.distributed(cfg.run.dist_timeout_s) as info:
-        dist.setup_logging(info.rank, info.world_size, quiet=args.quiet)
+    with distributed(cfg.run.dist_timeout_s) as info:
+        setup_logging(info.rank, info.world_size, quiet=args.quiet)
         run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed,
                                  process_start=PROCESS_START))
 
 
 def _score(args: argparse.Namespace) -> None:
-    from ddp_eval import dist
-    from ddp_eval.data.mmbench_tsv import read_table
-    from ddp_eval.results import finish
+    from ddp_eval.data.tsv import read_table
+    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.report.finish import finish
+    from ddp_eval.tasks.registry import DEFAULT_TASK, get_task
 
-    dist.setup_logging(0, 1)
+    setup_logging(0, 1)
     if not args.path.is_file():
         raise DdpEvalError(f"predictions file not found: {args.path}")
     table = read_table(args.path)
     out = args.output_dir or args.path.parent / f"{args.path.stem}_scored"
-    finish(table, out)
+    finish(get_task(args.task or DEFAULT_TASK), table, out, title=args.path.name)
     print(f"results in {out}")
 
 
 def _doctor(args: argparse.Namespace) -> None:
-    from ddp_eval.doctor import report
+    from ddp_eval.run.doctor import report
 
     lines, errors = report(args.config, args.overrides)
     print("\n".join(lines))

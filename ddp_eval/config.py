@@ -1,7 +1,9 @@
 """Typed configuration: YAML file + `--set key.sub=value` overrides, validated once.
 
-Defaults for MMBench + Qwen2-VL follow VLMEvalKit's (min/max pixels, greedy decoding) so
-that numbers are comparable. Every mistake names the key; unknown keys list the valid ones.
+Defaults follow VLMEvalKit's (greedy decoding; the model family's min/max pixels) so that numbers are
+comparable. Every mistake names the key; unknown keys list the valid ones. The keys a user set (in
+the file or with --set) are remembered: a speed feature asked for explicitly fails loudly where it
+cannot run, one that is merely on by default steps aside with a log line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 from ddp_eval.errors import DdpEvalError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-DATA_FORMATS = ("auto", "mmbench_tsv", "hf_dataset")
+DATA_FORMATS = ("auto", "tsv", "hf_dataset", "mmbench_tsv")  # mmbench_tsv: the older name of tsv
 GENERATION_MODES = ("generate", "choice_logits")
 VISION_ATTENTION = ("auto", "sdpa", "varlen", "fa4")
 
@@ -26,6 +28,8 @@ VISION_ATTENTION = ("auto", "sdpa", "varlen", "fa4")
 @dataclass
 class ModelConfig:
     path: str = ""
+    # The model family's adapter (models/registry.py); null: from config.json's model_type.
+    family: str | None = None
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
     # Vision tower attention: sdpa (transformers' loop, one call per image per layer), varlen (one packed
@@ -36,7 +40,7 @@ class ModelConfig:
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False
     # Encode each distinct image of a batch once and share its features across the rows showing it
-    # (MMBench's circular copies); false encodes every row's image separately.
+    # (several questions on one image); false encodes every row's image separately.
     reuse_vision: bool = True
     # Prefill the prompt start that rows of one image share (system prompt, image, hint, question) once
     # and reuse its KV cache for each row's own tokens; greedy decoding only. Off until proven on more models.
@@ -47,14 +51,18 @@ class ModelConfig:
     # Decode steps and other short queries attend on the language model's key/value heads as they are,
     # instead of copying them for every query head (sdpa only; the result is the same).
     kv_head_attention: bool = True
-    min_pixels: int = 1280 * 28 * 28
-    max_pixels: int = 16384 * 28 * 28
+    # Image resizing bounds; null: the model family's default (VLMEvalKit's setting for that family).
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 @dataclass
 class DataConfig:
     # A TSV file, a `datasets` directory / parquet file, or a benchmark name (MMBench_DEV_EN, ...).
     path: str = ""
+    # The task that reads, prompts and scores a local file (tasks/registry.py); null: from the benchmark
+    # name, or mcq for a local file.
+    task: str | None = None
     format: str = "auto"
     limit: int | None = None
     cache_dir: str = "~/.cache/ddp_eval"
@@ -67,13 +75,13 @@ class DataConfig:
 @dataclass
 class GenerationConfig:
     # generate: decode a reply and extract the letter (VLMEvalKit's way). choice_logits: one forward
-    # pass; the reply is the option letter whose token the model scores highest.
+    # pass; the reply is the choice label (an option letter) the model scores highest.
     mode: str = "generate"
     max_new_tokens: int = 2048
     greedy: bool = True
     temperature: float = 1.0
     top_p: float = 1.0
-    # 1.0 as VLMEvalKit passes for Qwen2-VL (overrides a checkpoint's generation_config).
+    # 1.0 as VLMEvalKit passes (overrides a checkpoint's generation_config).
     repetition_penalty: float = 1.0
 
 
@@ -101,6 +109,12 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     run: RunConfig = field(default_factory=RunConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    # The keys the user set, as "section.key" (not a config key itself).
+    set_keys: frozenset[str] = field(default=frozenset(), compare=False, metadata={"internal": True})
+
+    def is_set(self, key: str) -> bool:
+        """Whether the user gave `key` ("model.reuse_prefix") rather than leaving its default."""
+        return key in self.set_keys
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -119,6 +133,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     for item in overrides:
         apply_override(raw, item)
     cfg = _build(Config, raw, prefix="")
+    cfg.set_keys = frozenset(f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
+                             for key in values)
     validate(cfg)
     return cfg
 
@@ -148,7 +164,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raw = {}
     if not isinstance(raw, dict):
         raise DdpEvalError(f"{where} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -191,10 +207,9 @@ def validate(cfg: Config) -> None:
         raise DdpEvalError("config key model.path is required: a local model directory")
     if not cfg.data.path:
         raise DdpEvalError("config key data.path is required: a TSV, a dataset directory or a benchmark name")
-    if cfg.model.min_pixels <= 0 or cfg.model.max_pixels < cfg.model.min_pixels:
-        raise DdpEvalError(
-            f"model.min_pixels ({cfg.model.min_pixels}) must be > 0 and <= model.max_pixels ({cfg.model.max_pixels})"
-        )
+    low, high = cfg.model.min_pixels, cfg.model.max_pixels
+    if (low is not None and low <= 0) or (high is not None and high <= 0) or (None not in (low, high) and high < low):
+        raise DdpEvalError(f"model.min_pixels ({low}) and model.max_pixels ({high}) must be > 0, min <= max")
     _positive("generation.max_new_tokens", cfg.generation.max_new_tokens)
     if cfg.generation.repetition_penalty <= 0:
         raise DdpEvalError("config key generation.repetition_penalty must be > 0, got "
@@ -236,4 +251,5 @@ def _positive(key: str, value: int) -> None:
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    return {f.name: dataclasses.asdict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if not f.metadata.get("internal")}

@@ -96,7 +96,7 @@ def build_processor(tokenizer):
     )
 
 
-def _token_ids(tokenizer) -> dict[str, int]:
+def token_ids(tokenizer) -> dict[str, int]:
     ids = tokenizer.convert_tokens_to_ids
     return {
         "image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
@@ -114,7 +114,7 @@ def tiny_config(tokenizer, family: str = "qwen2_vl"):
         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, tie_word_embeddings=True,
         initializer_range=INIT_STD,
     )
-    ids = _token_ids(tokenizer)
+    ids = token_ids(tokenizer)
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig
 
@@ -163,7 +163,7 @@ def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     favour_option_letters(model, tokenizer)
-    ids = _token_ids(tokenizer)
+    ids = token_ids(tokenizer)
     model.generation_config = GenerationConfig(
         eos_token_id=[ids["eos_token_id"], ids["pad_token_id"]], pad_token_id=ids["pad_token_id"],
         bos_token_id=ids["bos_token_id"],

@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 
 from ddp_eval.config import DataConfig
-from ddp_eval.data.download import ensure_downloaded
-from ddp_eval.data.load import load_benchmark
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.tasks.load import download_benchmark, load_benchmark
 
 
 def png_b64(color="red", size=(40, 30)) -> str:
@@ -46,8 +45,8 @@ def test_tsv_rows_options_hint_and_image_reference(tmp_path):
     first, _, copy = bench.samples
     assert first.options == {"A": "x", "B": "y"}  # empty C, D skipped
     assert first.hint == "h" and bench.samples[1].hint is None
-    assert copy.image_key == 0
-    assert bench.images.open(copy.image_key).size == (40, 30)
+    assert copy.image_keys == (0,)
+    assert bench.images.open(copy.image_keys[0]).size == (40, 30)
     assert "image" not in bench.table.columns
 
 
@@ -100,7 +99,7 @@ def test_hf_dataset_on_disk_and_as_parquet(tmp_path):
         assert [s.index for s in bench.samples] == [0, 1, 2]
         assert bench.samples[0].options == {"A": "x", "B": "y"}
         assert bench.images.open(2).size == (42, 30)
-        assert [s.image_key for s in bench.samples] == [0, 1, 2]
+        assert [s.image_keys for s in bench.samples] == [(0,), (1,), (2,)]
 
 
 def test_hf_rows_with_identical_images_share_one_image_key(tmp_path):
@@ -113,7 +112,7 @@ def test_hf_rows_with_identical_images_share_one_image_key(tmp_path):
     ds = datasets.Dataset.from_list(data).cast_column("image", datasets.Image())
     ds.save_to_disk(str(tmp_path / "ds"))
     bench = load_benchmark(DataConfig(path=str(tmp_path / "ds")))
-    assert [s.image_key for s in bench.samples] == [0, 1, 0]
+    assert [s.image_keys for s in bench.samples] == [(0,), (1,), (0,)]
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -138,10 +137,10 @@ def test_named_benchmark_downloads_once_and_checks_md5(http_root, tmp_path):
     body = tsv(root, rows(2), name="MMBench_DEV_EN.tsv").read_bytes()
     md5 = hashlib.md5(body).hexdigest()
     cache = tmp_path / "cache"
-    path = ensure_downloaded("MMBench_DEV_EN", str(cache), mirror=url, md5=md5, show_progress=False)
+    path = download_benchmark("MMBench_DEV_EN", str(cache), mirror=url, md5=md5, show_progress=False)
     assert path.read_bytes() == body
     (root / "MMBench_DEV_EN.tsv").unlink()  # a second call must not need the server
-    assert ensure_downloaded("MMBench_DEV_EN", str(cache), mirror=url, md5=md5, show_progress=False) == path
+    assert download_benchmark("MMBench_DEV_EN", str(cache), mirror=url, md5=md5, show_progress=False) == path
     bench = load_benchmark(DataConfig(path="MMBench_DEV_EN", cache_dir=str(cache)))
     assert bench.name == "MMBench_DEV_EN" and len(bench.samples) == 2
 
@@ -150,13 +149,13 @@ def test_download_with_wrong_md5_keeps_nothing(http_root, tmp_path):
     root, url = http_root
     tsv(root, rows(1), name="MMBench_DEV_CN.tsv")
     with pytest.raises(DdpEvalError, match="expected 08b8fc3324a5ed74155350f57be69fbd"):
-        ensure_downloaded("MMBench_DEV_CN", str(tmp_path / "c"), mirror=url, show_progress=False)
+        download_benchmark("MMBench_DEV_CN", str(tmp_path / "c"), mirror=url, show_progress=False)
     assert not any((tmp_path / "c").iterdir())
 
 
 def test_unreachable_download_names_the_url(tmp_path):
     with pytest.raises(DdpEvalError, match="cannot download MMBench_TEST_EN from http://127.0.0.1:9/"):
-        ensure_downloaded("MMBench_TEST_EN", str(tmp_path), mirror="http://127.0.0.1:9", show_progress=False)
+        download_benchmark("MMBench_TEST_EN", str(tmp_path), mirror="http://127.0.0.1:9", show_progress=False)
 
 
 def test_rows_without_image_cell_read_image_path_relative_to_the_tsv(tmp_path):
@@ -164,4 +163,4 @@ def test_rows_without_image_cell_read_image_path_relative_to_the_tsv(tmp_path):
     Image.new("RGB", (33, 21), "blue").save(tmp_path / "imgs" / "a.png")
     data = [{k: v for k, v in rows(1)[0].items() if k != "image"} | {"image_path": "imgs/a.png"}]
     bench = load_benchmark(DataConfig(path=str(tsv(tmp_path, data))))
-    assert bench.images.open(bench.samples[0].image_key).size == (33, 21)
+    assert bench.images.open(bench.samples[0].image_keys[0]).size == (33, 21)

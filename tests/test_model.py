@@ -1,4 +1,5 @@
-"""The real loading path (`from_pretrained` on a local directory) on tiny offline checkpoints."""
+"""The Qwen2-VL family on tiny offline checkpoints: the real loading path (`from_pretrained` on a local
+directory), its inputs, and every speed feature against the plain path."""
 
 import json
 
@@ -6,12 +7,34 @@ import pandas as pd
 import pytest
 import torch
 
-from ddp_eval.config import ModelConfig
+from ddp_eval.config import DataConfig, ModelConfig
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.model import check_inputs_device, check_model_device, load_model, load_processor
-from ddp_eval.runner import Options, run
+from ddp_eval.models.base import Pixels, Speed
+from ddp_eval.models.loading import check_inputs_device, check_model_device
+from ddp_eval.models.qwen2_vl import FAMILY
+from ddp_eval.run.runner import Options, run
+from ddp_eval.tasks.load import load_benchmark
+from ddp_eval.tasks.registry import get_task
 
 QUIET = Options(show_progress=False)
+SMALL = Pixels(3136, 50176)
+
+
+def load_processor(cfg: ModelConfig):
+    return FAMILY.load_processor(cfg, Pixels(cfg.min_pixels or SMALL.min_pixels, cfg.max_pixels or SMALL.max_pixels))
+
+
+def load_model(cfg: ModelConfig, device: torch.device):
+    """The replica with the model-side switches of `cfg` (vision attention, key/value heads, compile)."""
+    speed = Speed(vision_attention=cfg.vision_attention, kv_head_attention=cfg.kv_head_attention,
+                  compile_vision=cfg.compile_vision)
+    return FAMILY.load_model(cfg, device, speed)
+
+
+def prepare_batch(processor, bench, rows, reuse_vision=False, reuse_prefix=False):
+    """The family's preprocessing of `rows` into one batch, with the given reuse switches."""
+    speed = Speed(reuse_vision=reuse_vision, reuse_prefix=reuse_prefix)
+    return FAMILY.preprocessor(processor, bench, get_task("mcq"), speed, SMALL)(0, tuple(rows))
 
 
 def predictions(out_dir):
@@ -73,16 +96,13 @@ def test_rerun_resumes_and_predicts_nothing_twice(make_config, single_process, t
 
 
 def test_shared_image_inputs_match_the_processors_own(tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.inputs import prepare_batch
 
     processor = load_processor(ModelConfig(path=str(tiny_model), min_pixels=3136, max_pixels=50176))
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     rows = (0, 1_000_000, 2_000_000, 1, 1_000_001)  # two images, five rows
-    plain = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=False)
-    shared = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True)
-    assert shared.image_map == [0, 0, 0, 1, 1]
+    plain = prepare_batch(processor, bench, rows, reuse_vision=False)
+    shared = prepare_batch(processor, bench, rows, reuse_vision=True)
+    assert shared.extras.image_map == [0, 0, 0, 1, 1]
     for key in plain.inputs:
         if key == "pixel_values":
             continue
@@ -105,25 +125,23 @@ def test_predictions_with_vision_reuse_equal_without_in_float32(model_fixture, r
 
 
 def test_vision_tower_encodes_each_distinct_image_once(tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.generate import Replica, generation_kwargs
-    from ddp_eval.inputs import prepare_batch
+    from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor = load_processor(cfg)
     model = load_model(cfg, torch.device("cpu"))
     from ddp_eval.config import Config
 
-    replica = Replica(model, processor, torch.device("cpu"), generation_kwargs(Config()) | {"max_new_tokens": 2},
-                      reuse_vision=True)
+    fast = FAMILY.fast_path(model, Speed(reuse_vision=True))
+    backend = HFBackend(model, processor, torch.device("cpu"), generation_kwargs(Config()) | {"max_new_tokens": 2},
+                        fast=fast)
     seen = []
-    inner = replica.vision_reuse._forward
-    replica.vision_reuse._forward = lambda x, **kw: seen.append(x.shape[0]) or inner(x, **kw)
+    inner = fast.vision_reuse._forward
+    fast.vision_reuse._forward = lambda x, **kw: seen.append(x.shape[0]) or inner(x, **kw)
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
-    batch = prepare_batch(processor, bench, 0, (0, 1_000_000, 2_000_000, 3_000_000), 3136, 50176, reuse_vision=True)
-    assert len(replica.replies(batch)) == 4
-    assert seen == [int(batch.unique_grid_thw.prod(-1).sum())]  # one image's patches, not four
+    batch = prepare_batch(processor, bench, (0, 1_000_000, 2_000_000, 3_000_000), reuse_vision=True)
+    assert len(backend.replies(batch)) == 4
+    assert seen == [int(batch.extras.unique_grid_thw.prod(-1).sum())]  # one image's patches, not four
 
 
 def test_choice_logits_picks_the_letter_greedy_generation_would_start_with(make_config, single_process, tmp_path):
@@ -139,25 +157,22 @@ def test_choice_logits_picks_the_letter_greedy_generation_would_start_with(make_
 
 
 def test_shared_prefix_gives_the_logits_of_the_full_rows(tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.inputs import prepare_batch
-    from ddp_eval.prefix_decode import PrefixDecoder
-    from ddp_eval.vision_reuse import VisionReuse
+    from ddp_eval.models.qwen2_vl.prefix_decode import PrefixDecoder
+    from ddp_eval.models.qwen2_vl.vision_reuse import VisionReuse
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     rows = (0, 1_000_000, 2_000_000, 1, 1_000_001, 5)  # three images, two shared by circular copies
-    plain = prepare_batch(processor, bench, 0, rows, 3136, 50176)
-    shared = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True, reuse_prefix=True)
+    plain = prepare_batch(processor, bench, rows)
+    shared = prepare_batch(processor, bench, rows, reuse_vision=True, reuse_prefix=True)
     assert shared.inputs["input_ids"].shape[0] == 3  # one prefix per image
-    assert shared.prefix.input_ids.shape[1] < plain.inputs["input_ids"].shape[1] // 2  # options and after
+    assert shared.extras.suffix.input_ids.shape[1] < plain.inputs["input_ids"].shape[1] // 2  # options and after
     with torch.inference_mode():
         expected = model(**plain.inputs, logits_to_keep=1).logits[:, -1]
         reuse = VisionReuse(model)
-        reuse.share(shared.image_map, shared.unique_grid_thw)
-        got, _ = PrefixDecoder(model).first_logits(shared.inputs, shared.prefix)
+        reuse.share(shared.extras.image_map, shared.extras.unique_grid_thw)
+        got, _ = PrefixDecoder(model).first_logits(shared.inputs, shared.extras.suffix)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -187,9 +202,8 @@ def test_predictions_with_static_decode_steps_equal_the_growing_cache_in_float32
 
 def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_step=None):
     """Token ids per batch from the plain prefix decoder and from the static-step one."""
-    from ddp_eval.inputs import prepare_batch
-    from ddp_eval.prefix_decode import PrefixDecoder
-    from ddp_eval.vision_reuse import VisionReuse
+    from ddp_eval.models.qwen2_vl.prefix_decode import PrefixDecoder
+    from ddp_eval.models.qwen2_vl.vision_reuse import VisionReuse
 
     device = next(model.parameters()).device
     plain, static = PrefixDecoder(model), PrefixDecoder(model, decode_graphs=True)
@@ -197,20 +211,18 @@ def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_ste
     reuse = VisionReuse(model)
     results = []
     for rows in batches:
-        batch = prepare_batch(processor, bench, 0, rows, 3136, 50176, reuse_vision=True, reuse_prefix=True)
-        inputs, suffix = batch.inputs.to(device), batch.prefix.to(device)
+        batch = prepare_batch(processor, bench, rows, reuse_vision=True, reuse_prefix=True)
+        inputs, suffix = batch.inputs.to(device), batch.extras.suffix.to(device)
         with torch.inference_mode():
-            reuse.share(batch.image_map, batch.unique_grid_thw)
+            reuse.share(batch.extras.image_map, batch.extras.unique_grid_thw)
             expected = plain.generate(inputs, suffix, max_new_tokens)
-            reuse.share(batch.image_map, batch.unique_grid_thw)
+            reuse.share(batch.extras.image_map, batch.extras.unique_grid_thw)
             got = static.generate(inputs, suffix, max_new_tokens)
         results.append((got.cpu(), expected.cpu()))
     return static.graphed, results
 
 
 def test_static_decode_steps_are_shared_by_batches_of_one_shape(tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
@@ -224,16 +236,14 @@ def test_static_decode_steps_are_shared_by_batches_of_one_shape(tiny_model, demo
 
 
 def test_static_decode_moves_to_more_room_when_replies_outgrow_it(tiny_model, demo_tsv, monkeypatch):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.decode_graphs import _Step
+    from ddp_eval.models.qwen2_vl.decode_graphs import DecodeStep
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     moves = []
-    take_over = _Step.take_over
-    monkeypatch.setattr(_Step, "take_over",
+    take_over = DecodeStep.take_over
+    monkeypatch.setattr(DecodeStep, "take_over",
                         lambda self, smaller: (moves.append(smaller.room), take_over(self, smaller)))
     # room for 4 new tokens at a time: 20 new tokens need several moves
     _, results = _decode_both_ways(model, processor, bench, [(0, 1_000_000, 1)], 20, room_step=4)
@@ -245,8 +255,6 @@ def test_static_decode_moves_to_more_room_when_replies_outgrow_it(tiny_model, de
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_decode_steps_replayed_from_cuda_graphs_give_the_plain_tokens(tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
 
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
     processor, model = load_processor(cfg), load_model(cfg, torch.device("cuda", 0))
@@ -267,10 +275,7 @@ def test_choice_logits_with_prefix_reuse_choose_as_without(make_config, single_p
 
 @pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])
 def test_packed_vision_attention_gives_the_per_image_results(model_fixture, request, tiny_model, demo_tsv):
-    from ddp_eval.config import DataConfig
-    from ddp_eval.data.load import load_benchmark
-    from ddp_eval.inputs import prepare_batch
-    from ddp_eval.vision_reuse import find_vision_tower
+    from ddp_eval.models.qwen2_vl.vision_reuse import find_vision_tower
 
     path = request.getfixturevalue(model_fixture)
     cfg = ModelConfig(path=str(path), dtype="float32", min_pixels=3136, max_pixels=50176)
@@ -282,14 +287,14 @@ def test_packed_vision_attention_gives_the_per_image_results(model_fixture, requ
     assert find_vision_tower(per_image).config._attn_implementation == "sdpa"
     assert per_image.config.text_config._attn_implementation == packed.config.text_config._attn_implementation
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
-    batch = prepare_batch(processor, bench, 0, (0, 1, 2, 7), 3136, 50176)  # four images of different sizes
+    batch = prepare_batch(processor, bench, (0, 1, 2, 7))  # four images of different sizes
     with torch.inference_mode():
         expected, got = (m(**batch.inputs, logits_to_keep=1).logits for m in (per_image, packed))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_packed_attention_matches_sdpa_per_sequence_and_for_one_sequence_callers():
-    from ddp_eval.vision_attention import packed_attention
+    from ddp_eval.models.common.vision_attention import packed_attention
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 4, 10, 8) for _ in range(3))
@@ -331,7 +336,7 @@ def test_fa4_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_mode
 def test_fa4_where_it_cannot_run_names_what_is_missing(monkeypatch):
     import sys
 
-    from ddp_eval.vision_attention import fa4_call
+    from ddp_eval.models.common.vision_attention import fa4_call
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -346,7 +351,7 @@ def test_fa4_where_it_cannot_run_names_what_is_missing(monkeypatch):
 def test_fa4_op_tells_compiled_code_its_output_shape():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import ddp_eval.vision_attention  # noqa: F401  (registers the op)
+    import ddp_eval.models.common.vision_attention  # noqa: F401  (registers the op)
 
     with FakeTensorMode():
         q, k = torch.empty(10, 4, 8, dtype=torch.bfloat16), torch.empty(12, 4, 8, dtype=torch.bfloat16)
@@ -361,7 +366,7 @@ def test_kv_head_attention_equals_sdpa_with_copied_heads():
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from ddp_eval.kv_head_attention import kv_head_attention
+    from ddp_eval.models.common.kv_head_attention import kv_head_attention
 
     torch.manual_seed(0)
     module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
@@ -378,7 +383,7 @@ def test_kv_head_attention_equals_sdpa_with_copied_heads():
 
 @pytest.mark.parametrize("reuse_prefix", ["true", "false"])
 def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_config, single_process, tmp_path):
-    from ddp_eval.kv_head_attention import NAME
+    from ddp_eval.models.common.kv_head_attention import NAME
 
     cfg = ModelConfig(path=str(make_config().model.path), dtype="float32")
     assert load_model(cfg, torch.device("cpu")).config.text_config._attn_implementation == NAME
@@ -390,10 +395,10 @@ def test_predictions_with_kv_head_attention_equal_without(reuse_prefix, make_con
 
 
 def test_lagged_stop_check_stops_one_step_after_all_rows_finish():
-    from ddp_eval.prefix_decode import _AllDone
+    from ddp_eval.models.qwen2_vl.prefix_decode import AllDone
 
     steps = [torch.tensor([False, False]), torch.tensor([True, False]), torch.tensor([True, True]),
              torch.tensor([True, True])]
-    assert [_AllDone(lagged=False).after(d) for d in steps[:3]] == [False, False, True]
-    lagged = _AllDone(lagged=True)
+    assert [AllDone(lagged=False).after(d) for d in steps[:3]] == [False, False, True]
+    lagged = AllDone(lagged=True)
     assert [lagged.after(d) for d in steps] == [False, False, False, True]

@@ -1,6 +1,6 @@
 import pytest
 
-from ddp_eval.plan import batches_for_rank, plan_batches, skip_done
+from ddp_eval.core.plan import batches_for_rank, plan_batches, skip_done
 
 
 def costs(n):

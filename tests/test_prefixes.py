@@ -1,4 +1,5 @@
-from ddp_eval.prefixes import common_prefix_length, rope_shift, split_shared_prefixes
+from ddp_eval.core.prefixes import common_prefix_length, split_shared_prefixes
+from ddp_eval.models.qwen2_vl.positions import rope_shift
 
 IMG = 9  # image token id in these rows
 

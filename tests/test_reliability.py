@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ddp_eval import completion
+from ddp_eval.backends.hf.backend import predict_batch
+from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.demo import build_benchmark_rows, write_tsv
+from ddp_eval.dist import completion
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.generate import predict_batch
-from ddp_eval.inputs import PreparedBatch
-from ddp_eval.report import atomic_write_text
-from ddp_eval.runner import Options, run
+from ddp_eval.run.runner import Options, run
+from ddp_eval.store.atomic import atomic_write_text
 
 QUIET = Options(show_progress=False)
 

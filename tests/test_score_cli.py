@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.results import finish
+from ddp_eval.report.finish import finish
+from ddp_eval.tasks.registry import get_task
+
+MCQ = get_task("mcq")
 
 
 def table(predictions, answers=("A", "B", "A", "A")):
@@ -45,22 +48,23 @@ def test_score_vlmevalkit_xlsx_writes_the_same_outputs_as_a_run(tmp_path):
     assert metrics["accuracy"]["l2-category"] == {"p": 0.75}  # column names lower-cased, as VLMEvalKit
     assert metrics["circular"]["groups"] == 2 and metrics["circular"]["overall"] == 0.5
     assert (tmp_path / "out" / "accuracy_by_category.csv").read_text().startswith("category,accuracy,circular")
-    assert "Overall" in done.stdout
+    assert "Overall accuracy: 75.00% over 4 rows" in done.stdout
+    assert "Overall CircularEval: 50.00% over 2 questions" in done.stdout
 
 
 def test_rescoring_our_own_predictions_round_trips_awkward_replies(tmp_path):
     replies = ["A\r", "tab\there B", "line\nbreak \"A\"", "B"]
-    finish(table(replies), tmp_path / "run")
+    finish(MCQ, table(replies), tmp_path / "run")
     again = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
     assert list(again["prediction"]) == replies
-    finish(again.drop(columns=["extracted", "hit"]), tmp_path / "rescored")
+    finish(MCQ, again.drop(columns=["extracted", "hit"]), tmp_path / "rescored")
     a = json.loads((tmp_path / "run" / "metrics.json").read_text())
     b = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
     assert a == b
 
 
 def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path):
-    metrics = finish(table(["A", "B"], answers=(None, None)), tmp_path)
+    metrics = finish(MCQ, table(["A", "B"], answers=(None, None)), tmp_path)
     assert metrics is None
     assert (tmp_path / "submission.xlsx").exists() and not (tmp_path / "metrics.json").exists()
     assert list(pd.read_excel(tmp_path / "submission.xlsx")["prediction"]) == ["A", "B"]
@@ -68,7 +72,7 @@ def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path
 
 def test_mixed_answers_are_an_error_naming_rows(tmp_path):
     with pytest.raises(DdpEvalError, match=r"1 of 2 rows have no answer \(index 1\)"):
-        finish(table(["A", "B"], answers=("A", None)), tmp_path)
+        finish(MCQ, table(["A", "B"], answers=("A", None)), tmp_path)
 
 
 def test_cli_prints_user_errors_in_one_line_with_status_2(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.shards import ShardWriter, check_identity, done_indices, merge_records, read_shards, shard_path
+from ddp_eval.store.shards import ShardWriter, check_identity, done_indices, merge_records, read_shards, shard_path
 
 IDENTITY = {"benchmark": "b", "model": "m"}
 

@@ -1,6 +1,7 @@
-"""Benchmark names -> the TSV URL and md5 that VLMEvalKit publishes; download once into a cache.
+"""Download a benchmark file once into a cache, md5-checked; a failed or wrong download leaves nothing.
 
-Rank 0 downloads (with a progress bar) while the other ranks wait for its word (`runner.prepare_data`).
+Rank 0 downloads (with a progress bar) while the other ranks wait for its word (`run.runner.prepare_data`).
+Which names exist, and their URLs and md5s, is the task registry's business (`tasks.registry`).
 """
 
 from __future__ import annotations
@@ -17,26 +18,10 @@ from ddp_eval.errors import DdpEvalError
 
 log = logging.getLogger(__name__)
 
-HOST = "https://opencompass.openxlab.space/utils/benchmarks/MMBench"
-# name -> md5 of the TSV, as VLMEvalKit's ImageMCQDataset publishes them.
-BENCHMARK_MD5 = {
-    "MMBench_DEV_EN": "b6caf1133a01c6bb705cf753bb527ed8",
-    "MMBench_TEST_EN": "6939fadb0ce626fefc0bdc9c64efc528",
-    "MMBench_DEV_CN": "08b8fc3324a5ed74155350f57be69fbd",
-    "MMBench_TEST_CN": "7e1239baf0ee4c8b513e19705a0f317e",
-    "MMBench_DEV_EN_V11": "30c05be8f2f347a50be25aa067248184",
-    "MMBench_TEST_EN_V11": "8d1a704e791df6f5d9fb3ef782b65365",
-    "MMBench_DEV_CN_V11": "593f9b5f6bea453d870a798b34ae4f37",
-    "MMBench_TEST_CN_V11": "156e6569f9547afb16603eca16e85373",
-}
 
-
-def is_benchmark_name(text: str) -> bool:
-    return text in BENCHMARK_MD5
-
-
-def benchmark_url(name: str, mirror: str | None = None) -> str:
-    return f"{(mirror or HOST).rstrip('/')}/{name}.tsv"
+def download_url(url: str, mirror: str | None = None) -> str:
+    """`url`, or the same file name under `mirror` (another download host)."""
+    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
 
 
 def file_md5(path: Path) -> str:
@@ -51,14 +36,11 @@ def cached_path(name: str, cache_dir: str) -> Path:
     return Path(cache_dir).expanduser() / f"{name}.tsv"
 
 
-def ensure_downloaded(name: str, cache_dir: str, mirror: str | None = None, md5: str | None = None,
-                      show_progress: bool = True) -> Path:
-    """Path of the verified TSV for `name`, downloading it if the cache lacks a good copy."""
-    expected = md5 or BENCHMARK_MD5[name]
+def ensure_downloaded(name: str, url: str, expected: str, cache_dir: str, show_progress: bool = True) -> Path:
+    """Path of the verified TSV for `name`, downloading it from `url` if the cache lacks a good copy."""
     target = cached_path(name, cache_dir)
     if target.exists() and file_md5(target) == expected:
         return target
-    url = benchmark_url(name, mirror)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".tsv.part")
     log.info("downloading %s from %s", name, url)

@@ -1,4 +1,4 @@
-"""The MMBench columns as a Hugging Face `datasets` dataset on disk (save_to_disk dir or parquet files).
+"""A benchmark as a Hugging Face `datasets` dataset on disk (save_to_disk dir or parquet files).
 
 Images come from an Image feature; each row owns its image (no cross-row references).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from ddp_eval.data.images import decode_image
-from ddp_eval.data.rows import Benchmark, samples_from_table
+from ddp_eval.data.rows import RawRows
 from ddp_eval.errors import DdpEvalError
 
 
@@ -69,7 +69,7 @@ class DatasetImages:
             return image.size
 
 
-def load_hf_dataset(path: Path, limit: int | None = None) -> Benchmark:
+def load_hf_dataset(path: Path, limit: int | None = None) -> RawRows:
     import datasets
 
     source = str(path)
@@ -81,8 +81,8 @@ def load_hf_dataset(path: Path, limit: int | None = None) -> Benchmark:
         ds = ds.select(range(min(limit, len(ds))))
     table = ds.remove_columns(image_cols).to_pandas()
     images = DatasetImages(ds, image_cols[0], source)
-    samples = samples_from_table(table, shared_image_keys(images, len(table)), source)
-    return Benchmark(name=path.stem, source=source, table=table, samples=samples, images=images)
+    keys = [(k,) for k in shared_image_keys(images, len(table))]
+    return RawRows(name=path.stem, source=source, table=table, image_keys=keys, images=images)
 
 
 def shared_image_keys(images: DatasetImages, n_rows: int) -> list[int]:

@@ -1,41 +1,29 @@
-"""One entry point from `data.*` config to a Benchmark, whatever the format."""
+"""A local benchmark file or directory -> its rows, whatever the format (TSV / XLSX, `datasets`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ddp_eval.config import DataConfig
-from ddp_eval.data.download import cached_path, is_benchmark_name
-from ddp_eval.data.rows import Benchmark
+from ddp_eval.data.rows import RawRows
 from ddp_eval.errors import DdpEvalError
 
-
-def local_path(cfg: DataConfig) -> Path:
-    """The file or directory to read: a benchmark name maps to its cached download."""
-    if is_benchmark_name(cfg.path):
-        return cached_path(cfg.path, cfg.cache_dir)
-    return Path(cfg.path)
+FORMATS = ("auto", "tsv", "hf_dataset")
 
 
 def detect_format(path: Path) -> str:
     if path.is_dir() or path.suffix.lower() == ".parquet":
         return "hf_dataset"
-    return "mmbench_tsv"
+    return "tsv"
 
 
-def load_benchmark(cfg: DataConfig) -> Benchmark:
-    path = local_path(cfg)
+def load_rows(path: Path, fmt: str = "auto", limit: int | None = None) -> RawRows:
     if not path.exists():
         raise DdpEvalError(f"data.path: benchmark not found at {path}")
-    fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    fmt = detect_format(path) if fmt == "auto" else "tsv" if fmt == "mmbench_tsv" else fmt
     if fmt == "hf_dataset":
         from ddp_eval.data.hf_dataset import load_hf_dataset
 
-        bench = load_hf_dataset(path, cfg.limit)
-    else:
-        from ddp_eval.data.mmbench_tsv import load_mmbench_tsv
+        return load_hf_dataset(path, limit)
+    from ddp_eval.data.tsv import load_tsv
 
-        bench = load_mmbench_tsv(path, cfg.limit)
-    if is_benchmark_name(cfg.path):
-        bench.name = cfg.path
-    return bench
+    return load_tsv(path, limit)

@@ -1,0 +1,131 @@
+"""The transformers backend: prepared batches -> replies on one device, with CUDA out-of-memory handled
+by splitting the batch.
+
+Replies come from `generate`, or from the model family's fast path where it takes the batch (shared
+prefixes); `choice_logits` picks the best-scoring choice label from one forward pass. A batch that
+runs out of memory is split in halves (re-preprocessed) and retried, down to one row; only a single
+row that still does not fit is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ddp_eval.backends.base import Record
+from ddp_eval.config import Config
+from ddp_eval.core.batch import PreparedBatch
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.base import FastPath
+from ddp_eval.models.loading import check_inputs_device
+
+log = logging.getLogger(__name__)
+
+
+class HFBackend:
+    """The model, its processor and generation settings on this rank's device."""
+
+    def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any], mode: str = "generate",
+                 fast: FastPath | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.gen_kwargs = gen_kwargs
+        self.mode = mode
+        self.fast = fast
+        self._checked = False
+        self._label_ids: dict[str, int] = {}
+
+    def predict(self, prepared: PreparedBatch, reprepare: Callable[[tuple[int, ...]], PreparedBatch]) -> list[Record]:
+        return predict_batch(self.replies, prepared, reprepare)
+
+    @torch.inference_mode()
+    def replies(self, prepared: PreparedBatch) -> list[str]:
+        inputs = prepared.inputs.to(self.device, non_blocking=True)
+        if not self._checked:
+            check_inputs_device(inputs, self.device)
+            self._checked = True
+        with self.fast.batch(prepared) if self.fast is not None else contextlib.nullcontext():
+            new_tokens = self._new_tokens(inputs, prepared)
+        if self.mode == "choice_logits":
+            return new_tokens
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _new_tokens(self, inputs, prepared: PreparedBatch):
+        """Generated token ids per row, or the chosen labels in choice_logits mode."""
+        fast = self.fast if self.fast is not None and self.fast.takes(prepared) else None
+        if self.mode == "choice_logits":
+            logits = fast.first_logits(inputs, prepared) if fast is not None else \
+                self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            return self._choose(logits, prepared.choices)
+        if fast is not None:
+            return fast.generate(inputs, prepared, self.gen_kwargs["max_new_tokens"])
+        output = self.model.generate(**inputs, **self.gen_kwargs)
+        return output[:, inputs["input_ids"].shape[1]:]
+
+    def _choose(self, logits, choices: list[tuple[str, ...]]) -> list[str]:
+        """Per row, the choice label with the highest next-token logit."""
+        if any(not row for row in choices):
+            raise DdpEvalError("generation.mode choice_logits: this benchmark's rows have no choices to pick from; "
+                               "use generation.mode=generate")
+        candidates = [[self.label_id(label) for label in row] for row in choices]
+        width = max(len(c) for c in candidates)
+        ids = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], device=logits.device)
+        best = logits.gather(1, ids).argmax(dim=1).tolist()  # one host sync per batch
+        return [row[b] for row, b in zip(choices, best)]
+
+    def label_id(self, label: str) -> int:
+        if label not in self._label_ids:
+            ids = self.processor.tokenizer.encode(label, add_special_tokens=False)
+            if len(ids) != 1:
+                raise DdpEvalError(f"generation.mode choice_logits: choice {label!r} is not one token for "
+                                   "this tokenizer; use generation.mode=generate")
+            self._label_ids[label] = ids[0]
+        return self._label_ids[label]
+
+
+def generation_kwargs(cfg: Config, max_new_tokens: int | None = None) -> dict:
+    """Keyword arguments for `generate`: greedy (VLMEvalKit's default) or sampling."""
+    gen = cfg.generation
+    common = {"max_new_tokens": max_new_tokens or gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty,
+              "top_k": None}
+    if gen.greedy:
+        return common | {"do_sample": False, "temperature": None, "top_p": None}
+    return common | {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p}
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def predict_batch(replies: Callable[[PreparedBatch], list[str]], prepared: PreparedBatch,
+                  prepare: Callable[[tuple[int, ...]], PreparedBatch]) -> list[Record]:
+    """Records for every row of `prepared` (failed rows included); splits on out-of-memory."""
+    records = [{"index": i, "prediction": "", "error": reason} for i, reason in prepared.failed.items()]
+    if not prepared.indices:
+        return records
+    try:
+        texts = replies(prepared)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        prepared.inputs = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(prepared.indices) == 1:
+            log.error("row %d does not fit in GPU memory even alone; recorded as failed", prepared.indices[0])
+            return records + [{"index": prepared.indices[0], "prediction": "",
+                               "error": "CUDA out of memory with a batch of one row"}]
+        half = len(prepared.indices) // 2
+        log.warning("out of memory on a batch of %d rows; retrying as %d + %d", len(prepared.indices), half,
+                    len(prepared.indices) - half)
+        return records + [
+            record
+            for part in (prepared.indices[:half], prepared.indices[half:])
+            for record in predict_batch(replies, prepare(part), prepare)
+        ]
+    return records + [{"index": i, "prediction": t} for i, t in zip(prepared.indices, texts)]

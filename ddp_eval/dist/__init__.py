@@ -1,0 +1,1 @@
+"""The process group, rank completion, the progress bar and stop signals."""

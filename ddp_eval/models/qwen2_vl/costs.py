@@ -1,0 +1,34 @@
+"""Row -> approximate prompt tokens (image tokens after Qwen2-VL's resizing + text), for planning batches.
+
+Reads each distinct image's header once (no decoding); a row whose image cannot be read costs its
+text only and fails with its reason when its batch is prepared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ddp_eval.core.sample import Benchmark, Sample
+from ddp_eval.errors import DdpEvalError
+
+PATCH_FACTOR = 28  # patch size 14 x spatial merge 2: one image token per 28 x 28 pixels
+
+
+def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: int, max_pixels: int) -> dict[int, int]:
+    """Approximate prompt tokens per row: image tokens after resizing + the prompt text's length / 4."""
+    from qwen_vl_utils import smart_resize
+
+    image_tokens: dict[int, int] = {}
+    costs = {}
+    for s in benchmark.samples:
+        for key in s.image_keys:
+            if key not in image_tokens:
+                try:
+                    width, height = benchmark.images.size(key)
+                    h, w = smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels,
+                                        max_pixels=max_pixels)
+                    image_tokens[key] = (h // PATCH_FACTOR) * (w // PATCH_FACTOR)
+                except (DdpEvalError, ValueError):
+                    image_tokens[key] = 0  # fails again, with its reason, when its batch is prepared
+        costs[s.index] = sum(image_tokens[k] for k in s.image_keys) + len(text(s)) // 4
+    return costs

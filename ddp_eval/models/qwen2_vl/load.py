@@ -1,0 +1,57 @@
+"""Qwen2-VL / Qwen2.5-VL replica and processor: the shared loading, then this family's patches.
+
+The processor keeps the pixel bounds of the run (qwen_vl_utils has already resized each image within
+them, and the processor must not resize it again). The model gets, as `Speed` says: the packed
+vision attention, attention on the key/value heads for short queries, compiled vision blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ddp_eval.config import ModelConfig
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.base import Pixels, Speed
+from ddp_eval.models.common.kv_head_attention import use_kv_head_attention
+from ddp_eval.models.common.vision_attention import packed_kernel_available, use_packed_vision_attention
+from ddp_eval.models.loading import load_auto_processor, load_pretrained
+from ddp_eval.models.qwen2_vl.vision_reuse import find_vision_tower
+
+log = logging.getLogger(__name__)
+
+
+def load_processor(cfg: ModelConfig, pixels: Pixels):
+    processor = load_auto_processor(cfg)
+    image_processor = processor.image_processor
+    image_processor.size = {"shortest_edge": pixels.min_pixels, "longest_edge": pixels.max_pixels}
+    for name, value in (("min_pixels", pixels.min_pixels), ("max_pixels", pixels.max_pixels)):
+        if hasattr(image_processor, name):
+            setattr(image_processor, name, value)
+    return processor
+
+
+def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
+    model = load_pretrained(cfg, device)
+    if speed.vision_attention != "sdpa":
+        visual = find_vision_tower(model, "model.vision_attention=sdpa")
+        if speed.vision_attention in ("varlen", "fa4"):
+            use_packed_vision_attention(visual, speed.vision_attention)
+        elif packed_kernel_available(visual):  # auto
+            use_packed_vision_attention(visual)
+    if speed.kv_head_attention and not use_kv_head_attention(model):
+        log.info("model.kv_head_attention: not used (needs attn_implementation=sdpa and grouped key/value heads)")
+    if speed.compile_vision:
+        compile_vision_blocks(model)
+    return model
+
+
+def compile_vision_blocks(model: torch.nn.Module) -> None:
+    """torch.compile each block of the vision tower (dynamic shapes: images differ in size)."""
+    blocks = getattr(find_vision_tower(model, "model.compile_vision=false"), "blocks", None)
+    if blocks is None:
+        raise DdpEvalError("model.compile_vision: this model has no vision tower with blocks to compile")
+    for block in blocks:
+        block.compile(dynamic=True)
+    log.info("compiling %d vision blocks on first use", len(blocks))

@@ -1,0 +1,1 @@
+"""The files a run leaves: predictions, metrics, tables, charts, report.md."""

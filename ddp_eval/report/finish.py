@@ -1,0 +1,51 @@
+"""Predictions table -> scored outputs on disk, by the benchmark's task. Shared by a run (rank 0) and
+`ddp_eval score`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ddp_eval.report.charts import write_charts
+from ddp_eval.report.writers import (
+    format_summary,
+    write_failures,
+    write_metrics,
+    write_predictions,
+    write_report_md,
+    write_submission,
+)
+from ddp_eval.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+
+def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, manifest: dict | None = None,
+           title: str = "") -> dict | None:
+    """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = task.normalize_columns(table)
+    failures = write_failures(table, out_dir)
+    if failures:
+        log.warning("%d rows failed (counted as wrong); listed in %s", failures[0], failures[1])
+    if task.answer_status(table) == "none":
+        table = task.extract_only(table)
+        write_predictions(table, out_dir)
+        path = write_submission(table, out_dir)
+        log.warning("the benchmark has no answers (a test split): scoring skipped; submit %s", path)
+        return None
+    if not score:
+        write_predictions(table, out_dir)
+        log.info("scoring.enabled is false: wrote predictions only")
+        return None
+    table, metrics = task.score(table)
+    metrics["failed"] = failures[0] if failures else 0
+    tables, headline = task.tables(metrics), task.headline(metrics)
+    write_predictions(table, out_dir)
+    write_metrics(metrics, tables, out_dir)
+    charts = write_charts(tables, out_dir)
+    write_report_md(headline, tables, out_dir, manifest, charts, failed=metrics["failed"])
+    print(format_summary(title or (manifest or {}).get("benchmark") or str(out_dir), headline, tables), flush=True)
+    return metrics

@@ -1,0 +1,1 @@
+"""The job: plan, predict, resume, dry run and doctor."""

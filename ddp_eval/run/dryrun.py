@@ -1,0 +1,51 @@
+"""`--dry-run`: what a run would do (plan per rank, largest batch, outputs, resume) without loading weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from ddp_eval.config import Config
+from ddp_eval.core.plan import batches_for_rank, skip_done
+from ddp_eval.run.job import plan_job
+from ddp_eval.store.shards import check_identity, done_indices, read_shards, shard_path
+from ddp_eval.tasks.load import load_benchmark, local_path
+from ddp_eval.tasks.registry import benchmark_spec
+
+
+def describe(cfg: Config, world_size: int) -> str:
+    if benchmark_spec(cfg.data.path) is not None and not local_path(cfg.data).exists():
+        return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
+                f"{local_path(cfg.data)} first; nothing else to show")
+    bench = load_benchmark(cfg.data)
+    job = plan_job(cfg, bench)
+    costs, plan = job.costs, job.plan
+    out = Path(cfg.run.output_dir)
+    contents = read_shards(out)
+    check_identity(contents, job.identity, out)
+    done = done_indices(contents)
+    largest = max(plan, key=lambda b: max(costs[i] for i in b.indices) * len(b.indices))
+    longest = max(costs[i] for i in largest.indices)
+    images = len({k for s in bench.samples for k in s.image_keys})
+    lines = [
+        f"benchmark: {bench.name} ({len(bench.samples)} rows, {images} distinct images) from {bench.source}",
+        f"task: {job.task.name}; model family: {job.family.name}; pixels {job.pixels.min_pixels}-"
+        f"{job.pixels.max_pixels}; speed: " + ", ".join(f"{k}={v}" for k, v in asdict(job.speed).items()),
+        f"plan: {len(plan)} batches of at most {cfg.run.batch_size} rows"
+        + (f" and {cfg.run.batch_tokens} padded tokens" if cfg.run.batch_tokens else "")
+        + f"; world size {world_size}",
+        f"largest batch: {len(largest.indices)} rows x {longest} tokens = {longest * len(largest.indices)} "
+        f"padded prompt tokens, about {sum(costs[i] for i in largest.indices) * 4} ViT patches",
+    ]
+    for rank in range(world_size):
+        mine = batches_for_rank(plan, rank, world_size)
+        todo = skip_done(mine, done)
+        rows = sum(len(b.indices) for b in mine)
+        left = sum(len(b.indices) for b in todo)
+        lines.append(f"  rank {rank}: {len(mine)} batches, {rows} rows, {left} to predict -> "
+                     f"{shard_path(out, rank, world_size)}")
+    lines.append(f"resume: {len(done)} of {len(bench.samples)} rows already in {out / 'shards'} would be skipped"
+                 if done else f"resume: nothing predicted yet in {out}")
+    lines.append(f"outputs: {out}/predictions.tsv, metrics.json, report.md, manifest.json, per-category CSV/PNG")
+    lines.append("no weights were loaded")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Before predicting: rank 0 checks the output dir, refuses foreign shards, lists rows already done.
+
+Every rank receives rank 0's answer (or its error), so all ranks plan from the same view and fail
+together instead of leaving the others waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+from ddp_eval.config import to_dict
+from ddp_eval.dist import completion
+from ddp_eval.dist.group import DistInfo, broadcast_object
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.run.job import Job
+from ddp_eval.store.atomic import atomic_write_text
+from ddp_eval.store.shards import check_identity, done_indices, read_shards
+
+
+def resume_state(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str]:
+    """Rank 0 checks the output dir and lists rows already predicted; every rank gets its answer."""
+    state: tuple[set[int], str] | str
+    if info.is_main:
+        try:
+            state = _scan_output_dir(job, info, out, retry_failed)
+        except DdpEvalError as err:
+            state = str(err)
+    else:
+        state = ""
+    state = broadcast_object(info, state)
+    if isinstance(state, str):
+        raise DdpEvalError(state)
+    return state
+
+
+def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str]:
+    benchmark = job.benchmark
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DdpEvalError(f"run.output_dir: cannot write to {out} ({err.strerror or err})") from None
+    contents = read_shards(out)
+    identity = job.identity
+    check_identity(contents, identity, out)
+    known = {s.index for s in benchmark.samples}
+    stray = sorted({int(r["index"]) for r in contents.records} - known)
+    if stray:
+        raise DdpEvalError(f"{out} holds predictions for rows not in this benchmark (index {stray[:5]}); "
+                           "use another run.output_dir")
+    completion.clear_markers(out)
+    meta = {"benchmark": benchmark.name, "source": benchmark.source, "rows": len(benchmark.samples),
+            "world_size": info.world_size, "identity": identity, "config": to_dict(job.cfg),
+            "task": job.task.name, "family": job.family.name, "speed": asdict(job.speed),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(out / "run.json", json.dumps(meta, indent=2) + "\n")
+    return done_indices(contents, retry_failed=retry_failed), uuid.uuid4().hex[:12]

@@ -1,1 +1,0 @@
-"""Answer extraction and metrics: pure functions on strings and numbers (no torch)."""

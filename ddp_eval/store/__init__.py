@@ -1,0 +1,1 @@
+"""Where predictions live: per-rank shards, the run identity, the manifest, gathering, atomic writes."""

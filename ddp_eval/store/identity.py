@@ -1,0 +1,55 @@
+"""What a set of shards belongs to: benchmark contents, model, and the settings that change replies.
+
+Written as the first line of every shard; a run refuses an output dir whose shards carry another
+identity, so predictions of two different runs are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ddp_eval.config import Config
+from ddp_eval.core.sample import Benchmark
+from ddp_eval.models.base import Pixels
+from ddp_eval.tasks.base import Task
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def benchmark_digest(benchmark: Benchmark, task: Task) -> str:
+    return _digest([task.digest_fields(s) for s in benchmark.samples])
+
+
+def model_digest(model_dir: Path) -> str:
+    config = model_dir / "config.json"
+    return _digest(config.read_text(encoding="utf-8")) if config.is_file() else "none"
+
+
+def run_identity(cfg: Config, benchmark: Benchmark, task: Task, pixels: Pixels) -> dict[str, Any]:
+    model_dir = Path(cfg.model.path).resolve()
+    generation = {
+        "mode": cfg.generation.mode, "max_new_tokens": cfg.generation.max_new_tokens,
+        "greedy": cfg.generation.greedy, "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
+    }
+    if cfg.generation.repetition_penalty != 1.0:  # only when set, so shards written before the key resume
+        generation["repetition_penalty"] = cfg.generation.repetition_penalty
+    return {
+        "benchmark": benchmark.name,
+        "benchmark_digest": benchmark_digest(benchmark, task),
+        "model": str(model_dir),
+        "model_digest": model_digest(model_dir),
+        "dtype": cfg.model.dtype,
+        "min_pixels": pixels.min_pixels,
+        "max_pixels": pixels.max_pixels,
+        "generation": generation,
+    }
+
+
+def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    keys = sorted(set(ours) | set(theirs))
+    return [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys if ours.get(k) != theirs.get(k)]

@@ -1,0 +1,1 @@
+"""Benchmark families (tasks): rows, prompts, settings, extraction, metrics and report tables; no torch."""

@@ -1,0 +1,34 @@
+"""`data.*` config -> the Benchmark: the file (a benchmark name maps to its cached download) read by
+its task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ddp_eval.config import DataConfig
+from ddp_eval.core.sample import Benchmark
+from ddp_eval.data.download import cached_path, download_url, ensure_downloaded
+from ddp_eval.data.load import load_rows
+from ddp_eval.tasks.registry import benchmark_spec, task_for
+
+
+def local_path(cfg: DataConfig) -> Path:
+    """The file or directory to read: a benchmark name maps to its cached download."""
+    if benchmark_spec(cfg.path) is not None:
+        return cached_path(cfg.path, cfg.cache_dir)
+    return Path(cfg.path)
+
+
+def download_benchmark(name: str, cache_dir: str, mirror: str | None = None, md5: str | None = None,
+                       show_progress: bool = True) -> Path:
+    """The verified file of a named benchmark in `cache_dir`, downloaded (from `mirror`, if given) when missing."""
+    spec = benchmark_spec(name)
+    return ensure_downloaded(name, download_url(spec.url, mirror), md5 or spec.md5, cache_dir, show_progress)
+
+
+def load_benchmark(cfg: DataConfig) -> Benchmark:
+    task = task_for(cfg.path, cfg.task)
+    rows = load_rows(local_path(cfg), cfg.format, cfg.limit)
+    name = cfg.path if benchmark_spec(cfg.path) is not None else rows.name
+    return Benchmark(name=name, source=rows.source, table=rows.table, samples=task.samples(rows),
+                     images=rows.images, task=task.name)

@@ -1,0 +1,62 @@
+"""The three seams: task and family registries, the speed features decided once, and the task's prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from ddp_eval.config import load_config
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.base import resolve_speed
+from ddp_eval.models.qwen2_vl import FAMILY
+from ddp_eval.models.registry import family_for
+from ddp_eval.tasks.mcq.prompt import default_prompt
+from ddp_eval.tasks.mcq.rows import McqSample
+from ddp_eval.tasks.registry import get_task, task_for
+
+
+def config(*overrides: str):
+    return load_config(None, ["model.path=m", "data.path=d.tsv", *overrides])
+
+
+def test_speed_feature_on_by_default_steps_aside_outside_its_tested_transformers(caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("ddp_eval"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="ddp_eval")
+    speed = resolve_speed(config(), FAMILY, "9.1.0")
+    assert not speed.reuse_vision and not speed.kv_head_attention and speed.vision_attention == "sdpa"
+    assert "model.reuse_vision: not used" in caplog.text and "9.1.0" in caplog.text
+    inside = resolve_speed(config(), FAMILY, "5.24.0")
+    assert inside.reuse_vision and inside.kv_head_attention and inside.vision_attention == "auto"
+
+
+def test_speed_feature_set_by_the_user_outside_its_tested_transformers_names_the_version():
+    with pytest.raises(DdpEvalError, match=r"model.reuse_prefix=True: .*tested on transformers 5.17 to 5.24, not 4.0"):
+        resolve_speed(config("model.reuse_prefix=true"), FAMILY, "4.0")
+
+
+def test_checkpoint_of_a_model_type_no_family_serves_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(DdpEvalError, match="is a 'bert' checkpoint, which no model family serves"):
+        family_for(tmp_path)
+    with pytest.raises(DdpEvalError, match="unknown family 'nope'"):
+        family_for(tmp_path, "nope")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    assert family_for(tmp_path) is FAMILY
+
+
+def test_task_comes_from_the_benchmark_name_or_data_task():
+    assert task_for("MMBench_DEV_EN", None).name == "mcq"
+    assert task_for("local.tsv", None).name == "mcq"
+    with pytest.raises(DdpEvalError, match="unknown task 'mqc'; did you mean mcq"):
+        get_task("mqc")
+
+
+def test_benchmark_default_mcq_prompt_is_vlmevalkits_image_mcq_prompt():
+    sample = McqSample(index=0, image_keys=(0,), question="What is shown?", hint="Look.", options={"A": "cat",
+                       "B": "dog"}, answer="A", category=None, l2_category=None)
+    assert default_prompt(sample) == ("Hint: Look.\nQuestion: What is shown?\nOptions:\nA. cat\nB. dog\n"
+                                      "Please select the correct answer from the options above. \n")
+    no_options = McqSample(**{**sample.__dict__, "options": {}, "hint": None})
+    assert default_prompt(no_options) == "Question: What is shown?\n"
