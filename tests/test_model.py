@@ -136,8 +136,8 @@ def test_vision_tower_encodes_each_distinct_image_once(tiny_model, demo_tsv):
     backend = HFBackend(model, processor, torch.device("cpu"), generation_kwargs(Config()) | {"max_new_tokens": 2},
                         fast=fast)
     seen = []
-    inner = fast.vision_reuse._forward
-    fast.vision_reuse._forward = lambda x, **kw: seen.append(x.shape[0]) or inner(x, **kw)
+    inner = fast.vision_reuse.tower_forward
+    fast.vision_reuse.tower_forward = lambda x, **kw: seen.append(x.shape[0]) or inner(x, **kw)
     bench = load_benchmark(DataConfig(path=str(demo_tsv)))
     batch = prepare_batch(processor, bench, (0, 1_000_000, 2_000_000, 3_000_000), reuse_vision=True)
     assert len(backend.replies(batch)) == 4

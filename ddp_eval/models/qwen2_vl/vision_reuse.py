@@ -32,7 +32,7 @@ class VisionReuse:
 
     def __init__(self, model: nn.Module) -> None:
         self.visual = find_vision_tower(model)
-        self._forward = self.visual.forward
+        self.tower_forward = self.visual.forward
         self.visual.forward = self.forward
         self.image_map: list[int] | None = None
         self.grid: torch.Tensor | None = None
@@ -45,10 +45,10 @@ class VisionReuse:
 
     def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor | None = None, **kwargs: Any):
         if self.image_map is None:
-            return self._forward(hidden_states, grid_thw=grid_thw, **kwargs)
+            return self.tower_forward(hidden_states, grid_thw=grid_thw, **kwargs)
         patches = self.grid.prod(-1).tolist()  # from the CPU copy: no wait for the GPU
         grid = self.grid.to(grid_thw.device if grid_thw is not None else hidden_states.device)
-        output = self._forward(hidden_states, grid_thw=grid, **kwargs)
+        output = self.tower_forward(hidden_states, grid_thw=grid, **kwargs)
         merged = [p // self.visual.spatial_merge_size**2 for p in patches]
         if isinstance(output, torch.Tensor):
             return self._repeat(output, patches, merged)
