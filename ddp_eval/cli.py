@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from ddp_eval.dist.stop import Stopped
+from ddp_eval.dist.env import env_rank, launched_by_torchrun
+from ddp_eval.dist.launcher import end_with_parent
+from ddp_eval.dist.stop import Stopped, stop_at_once_on_signals
 from ddp_eval.errors import DdpEvalError
 
 PROCESS_START = time.perf_counter()  # torch and transformers load later, inside the commands
@@ -21,11 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="evaluate a model on a benchmark (the default command)")
     _run_args(run)
-    score = sub.add_parser("score", help="re-score an existing predictions file without a model")
+    score = sub.add_parser("score", help="re-score an existing predictions file without a model",
+                           description="re-score an existing predictions file without a model")
     score.add_argument("path", type=Path, help="predictions TSV/XLSX (ours, or VLMEvalKit's with a prediction column)")
     score.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the file)")
     score.add_argument("--task", default=None, help="the task that scores the file (default: mcq)")
-    doctor = sub.add_parser("doctor", help="check versions, GPUs, the rank -> device map, the model and the config")
+    doctor = sub.add_parser("doctor", help="check versions, GPUs, the rank -> device map, the model and the config",
+                            description="check versions, GPUs, the rank -> device map, the model and the config")
     doctor.add_argument("--config", type=Path, help="YAML config file to check")
     doctor.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
@@ -45,11 +49,37 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                         help="with --dry-run: plan for this many ranks (default: torchrun's WORLD_SIZE or 1)")
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    action = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    return list(action.choices)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> None:
+    """The run command's options first (it is the default command), then the other commands."""
+    run = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    print(run.choices["run"].format_help().replace("usage: ddp_eval run", "usage: ddp_eval [run]", 1))
+    print("other commands (ddp_eval COMMAND --help for each):")
+    for name, sub in run.choices.items():
+        if name != "run":
+            print(f"  {name:10s} {sub.description or ''}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("run", "score", "doctor", "-h", "--help"):
+    if launched_by_torchrun(os.environ):
+        end_with_parent()  # torchrun's ranks run in sessions of their own: end with it, not after it
+    parser = build_parser()
+    if argv[:1] in (["-h"], ["--help"]):
+        _print_help(parser)
+        return
+    if not argv or argv[0] not in _commands(parser):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.config is None and not args.overrides:
+        print("ddp_eval: error: no --config given; usage: python -m ddp_eval --config CONFIG.yaml [--set key=value "
+              "...] (python -m ddp_eval --help lists the options)", file=sys.stderr)
+        sys.exit(2)
+    stop_at_once_on_signals()
     try:
         if args.command == "score":
             _score(args)
@@ -58,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             _run(args)
     except DdpEvalError as err:
-        print(f"ddp_eval: error: {err}", file=sys.stderr, flush=True)
+        if env_rank(os.environ) == 0:  # every rank meets the same user error: say it once
+            print(f"ddp_eval: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
     except Stopped as err:
         print(f"ddp_eval: {err}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ cannot run, one that is merely on by default steps aside with a log line.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ddp_eval.errors import DdpEvalError
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "tsv", "hf_dataset", "mmbench_tsv")  # mmbench_tsv: the older name of tsv
 GENERATION_MODES = ("generate", "choice_logits")
+MAX_TIMEOUT_S = 30 * 24 * 3600  # longer waits overflow the process group's timer
 VISION_ATTENTION = ("auto", "sdpa", "varlen", "fa4")
 
 
@@ -182,6 +184,17 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+_SHOWN = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 80, 80
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 6
+
+
+def shown(value: Any) -> str:
+    """A bounded repr: a value built from nested YAML aliases is huge when spelt out in full."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 200 else text[:200] + " ..."
+
+
 def _check_type(key: str, value: Any, hint: Any) -> Any:
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
@@ -194,7 +207,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if typ in (str, bool) and isinstance(value, typ):
             return value
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise DdpEvalError(f"config key {key} must be {names}, got {value!r} ({type(value).__name__})")
+    raise DdpEvalError(f"config key {key} must be {names}, got {shown(value)} ({type(value).__name__})")
 
 
 def validate(cfg: Config) -> None:
@@ -215,10 +228,22 @@ def validate(cfg: Config) -> None:
         raise DdpEvalError("config key generation.repetition_penalty must be > 0, got "
                            f"{cfg.generation.repetition_penalty}")
     _check_prefix_reuse(cfg)
+    if not cfg.generation.greedy:
+        if cfg.generation.temperature <= 0:
+            raise DdpEvalError(f"config key generation.temperature must be > 0 when sampling (generation.greedy="
+                               f"false), got {cfg.generation.temperature}; for greedy decoding set "
+                               "generation.greedy=true")
+        if not 0 < cfg.generation.top_p <= 1:
+            raise DdpEvalError(f"config key generation.top_p must be in (0, 1], got {cfg.generation.top_p}")
     _positive("run.batch_size", cfg.run.batch_size)
     if cfg.run.batch_tokens is not None:
         _positive("run.batch_tokens", cfg.run.batch_tokens)
     _positive("run.dist_timeout_s", cfg.run.dist_timeout_s)
+    if cfg.run.dist_timeout_s > MAX_TIMEOUT_S:
+        raise DdpEvalError(f"config key run.dist_timeout_s must be at most {MAX_TIMEOUT_S} (30 days), "
+                           f"got {cfg.run.dist_timeout_s}")
+    if not str(cfg.run.output_dir).strip():
+        raise DdpEvalError("config key run.output_dir is empty; name a directory for the shards and results")
     if cfg.run.num_workers < 0:
         raise DdpEvalError(f"run.num_workers must be >= 0, got {cfg.run.num_workers}")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
@@ -242,7 +267,7 @@ def _check_prefix_reuse(cfg: Config) -> None:
 
 def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise DdpEvalError(f"config key {key} must be one of {', '.join(choices)}; got {value!r}")
+        raise DdpEvalError(f"config key {key} must be one of {', '.join(choices)}; got {shown(value)}")
 
 
 def _positive(key: str, value: int) -> None:

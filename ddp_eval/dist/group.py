@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ class DistInfo:
     local_rank: int
     device: torch.device
     initialized: bool
+    hosts: tuple[str, ...] = ()  # per rank, its host name (gathered at start-up)
+    control: Any = None  # a gloo group for start-up checkpoints (None: the default group is gloo)
 
     @property
     def is_main(self) -> bool:
@@ -81,7 +85,17 @@ def distributed(timeout_s: int) -> Iterator[DistInfo]:
         initialized = True
     elif device.type == "cuda":
         torch.cuda.set_device(device)
-    info = DistInfo(rank=rank, world_size=world, local_rank=local, device=device, initialized=initialized)
+    hosts: tuple[str, ...] = (socket.gethostname(),)
+    control = None
+    if initialized:
+        # A gloo group of its own for start-up checkpoints: monitored_barrier names the ranks that do not
+        # arrive, and NCCL has no such barrier.
+        control = torch_dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
+        gathered: list[Any] = [None] * world
+        torch_dist.all_gather_object(gathered, hosts[0], group=control)
+        hosts = tuple(gathered)
+    info = DistInfo(rank=rank, world_size=world, local_rank=local, device=device, initialized=initialized,
+                    hosts=hosts, control=control)
     try:
         yield info
     finally:
@@ -106,6 +120,24 @@ def _attempt_store(env: Mapping[str, str], rank: int, world: int,
     else:
         base = torch_dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout, multi_tenant=True)
     return torch_dist.PrefixStore(f"ddp_eval/attempt_{attempt}", base)
+
+
+def checkpoint(info: DistInfo, step: str, timeout_s: float) -> None:
+    """Every rank reaches `step` within `timeout_s`; else an error naming the ranks that did not and their
+    hosts (rank 0 knows which), instead of a collective's raw timeout later."""
+    if not info.initialized:
+        return
+    try:
+        torch_dist.monitored_barrier(group=info.control, timeout=datetime.timedelta(seconds=timeout_s),
+                                     wait_all_ranks=True)
+    except RuntimeError as err:
+        found = re.search(r"Ranks? ([\d, ]+) failed to pass", str(err)) if info.is_main else None
+        late = [int(r) for r in re.findall(r"\d+", found.group(1))] if found else []
+        named = ", ".join(f"{r} on {info.hosts[r] if r < len(info.hosts) else '?'}" for r in late)
+        who = f"rank(s) {named}" if named else "rank 0 or another rank"
+        raise DdpEvalError(f"{who} did not reach start-up step '{step}' within {timeout_s:.0f} s "
+                           "(run.dist_timeout_s): stopped or hung there; their logs say why. Nothing was predicted "
+                           "in this step; re-run the same command to resume") from None
 
 
 def broadcast_object(info: DistInfo, obj: Any) -> Any:

@@ -55,3 +55,16 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     """For DataLoader workers: the main process decides when to stop, not Ctrl-C reaching a worker."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def stop_at_once_on_signals() -> None:
+    """Outside the prediction loop (loading the benchmark, the processor, the model; scoring) nothing is
+    in flight: a stop signal raises `Stopped` where the process is, so it leaves with 128 + the
+    signal number and says how to resume, instead of dying silently by the signal."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signum, "stopped outside prediction; predictions written so far are kept; re-run the same "
+                              "command to resume")
+
+    for sig in SIGNALS:
+        signal.signal(sig, handle)

@@ -71,6 +71,8 @@ class FastPath(Protocol):
 
     def takes(self, prepared: PreparedBatch) -> bool: ...  # whether it decodes this batch itself
 
+    def row_tokens(self, prepared: PreparedBatch) -> list[int]: ...  # prompt length per row, when it takes it
+
     def first_logits(self, inputs: Any, prepared: PreparedBatch) -> Any: ...
 
     def generate(self, inputs: Any, prepared: PreparedBatch, max_new_tokens: int) -> Any: ...

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from ddp_eval.core.tables import ReportTable
+from ddp_eval.store.atomic import replacing
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,22 @@ def write_charts(tables: list[ReportTable], out_dir: Path) -> list[Path]:
         height = 0.8 / len(columns)
         for n, (i, column) in enumerate(columns):
             offset = (len(columns) - 1) / 2 * height - n * height
-            ax.barh([y + offset for y in range(len(labels))], [(values[i] or 0) * 100 for _, values in table.rows],
-                    height=height, label=column.label)
+            bars = ax.barh([y + offset for y in range(len(labels))],
+                           [(values[i] or 0) * 100 for _, values in table.rows], height=height, label=column.label)
+            # Every bar gets its value, so a 0% bar is seen as 0%, not as a missing one.
+            ax.bar_label(bars, labels=["n/a" if values[i] is None else f"{values[i] * 100:.1f}%"
+                                       for _, values in table.rows], padding=2, fontsize=7)
         if len(columns) > 1:
             ax.legend(loc="lower right")
         ax.set_yticks(list(range(len(labels))), labels)
         ax.invert_yaxis()
-        ax.set_xlim(0, 100)
+        ax.set_xlim(0, 112)  # room for the labels of 100% bars
         ax.set_xlabel("accuracy (%)")
         ax.set_title(table.chart_title)
         fig.tight_layout()
         path = out_dir / f"{table.name}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=110)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
-        os.replace(tmp, path)
         paths.append(path)
     return paths

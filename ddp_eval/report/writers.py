@@ -10,13 +10,12 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from ddp_eval.core.tables import ReportTable
-from ddp_eval.store.atomic import atomic_write_text
+from ddp_eval.store.atomic import atomic_write_text, replacing
 
 PREDICTIONS = "predictions.tsv"
 METRICS = "metrics.json"
@@ -49,9 +48,8 @@ def write_failures(table: pd.DataFrame, out_dir: Path) -> tuple[int, Path] | Non
 def write_submission(table: pd.DataFrame, out_dir: Path) -> Path:
     """VLMEvalKit's prediction file (XLSX with a prediction column), as an evaluation server takes it."""
     path = out_dir / SUBMISSION
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_excel(tmp, index=False, engine="openpyxl")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        table.to_excel(tmp, index=False, engine="openpyxl")
     return path
 
 

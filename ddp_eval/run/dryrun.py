@@ -7,13 +7,18 @@ from pathlib import Path
 
 from ddp_eval.config import Config
 from ddp_eval.core.plan import batches_for_rank, skip_done
+from ddp_eval.models.checkpoint import context_length
+from ddp_eval.models.registry import family_for
 from ddp_eval.run.job import plan_job
+from ddp_eval.store.identity import content_digests
+from ddp_eval.store.lock import read_holder
 from ddp_eval.store.shards import check_identity, done_indices, read_shards, shard_path
 from ddp_eval.tasks.load import load_benchmark, local_path
 from ddp_eval.tasks.registry import benchmark_spec
 
 
 def describe(cfg: Config, world_size: int) -> str:
+    family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named first
     if benchmark_spec(cfg.data.path) is not None and not local_path(cfg.data).exists():
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{local_path(cfg.data)} first; nothing else to show")
@@ -22,7 +27,7 @@ def describe(cfg: Config, world_size: int) -> str:
     costs, plan = job.costs, job.plan
     out = Path(cfg.run.output_dir)
     contents = read_shards(out)
-    check_identity(contents, job.identity, out)
+    check_identity(contents, {**job.identity, **content_digests(cfg, bench)}, out)
     done = done_indices(contents)
     largest = max(plan, key=lambda b: max(costs[i] for i in b.indices) * len(b.indices))
     longest = max(costs[i] for i in largest.indices)
@@ -46,6 +51,15 @@ def describe(cfg: Config, world_size: int) -> str:
                      f"{shard_path(out, rank, world_size)}")
     lines.append(f"resume: {len(done)} of {len(bench.samples)} rows already in {out / 'shards'} would be skipped"
                  if done else f"resume: nothing predicted yet in {out}")
+    context = context_length(Path(cfg.model.path))
+    too_long = sorted(i for i, c in costs.items() if context is not None and c > context)
+    if too_long:
+        lines.append(f"warning: {len(too_long)} rows are longer than the model's context of {context} tokens "
+                     f"(index {', '.join(map(str, too_long[:5]))}{', ...' if len(too_long) > 5 else ''}); "
+                     "a run records them as failed")
+    holder = read_holder(out)
+    if holder is not None:
+        lines.append(f"warning: {out} is in use by another run ({holder.describe()}); a run now would be refused")
     lines.append(f"outputs: {out}/predictions.tsv, metrics.json, report.md, manifest.json, per-category CSV/PNG")
     lines.append("no weights were loaded")
     return "\n".join(lines)

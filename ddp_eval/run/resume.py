@@ -7,6 +7,7 @@ together instead of leaving the others waiting.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from dataclasses import asdict
@@ -14,40 +15,61 @@ from pathlib import Path
 
 from ddp_eval.config import to_dict
 from ddp_eval.dist import completion
-from ddp_eval.dist.group import DistInfo, broadcast_object
+from ddp_eval.dist.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.job import Job
 from ddp_eval.store.atomic import atomic_write_text
+from ddp_eval.store.identity import content_digests
+from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.shards import check_identity, done_indices, read_shards
 
+MIN_FREE_BYTES = 64 * 2**20  # shards of a large benchmark plus its predictions.tsv and report
 
-def resume_state(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str]:
-    """Rank 0 checks the output dir and lists rows already predicted; every rank gets its answer."""
-    state: tuple[set[int], str] | str
+
+def resume_state(job: Job, info: DistInfo, out: Path, retry_failed: bool,
+                 lock: OutputDirLock | None = None) -> tuple[set[int], str]:
+    """Rank 0 takes the output dir's lock (`lock`), checks the dir, completes the run identity with the
+    files' digests and lists rows already predicted; every rank gets its answer (or its error).
+    `job.identity` is then the same on every rank."""
+    state: tuple[set[int], str, dict] | str
     if info.is_main:
         try:
+            if lock is not None:
+                lock.acquire()  # a second run on this dir stops here, naming the first
             state = _scan_output_dir(job, info, out, retry_failed)
         except DdpEvalError as err:
             state = str(err)
     else:
         state = ""
+    checkpoint(info, "plan the run and check the output dir", job.cfg.run.dist_timeout_s)
     state = broadcast_object(info, state)
     if isinstance(state, str):
         raise DdpEvalError(state)
-    return state
+    done, run_id, job.identity = state
+    return done, run_id
 
 
-def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str]:
-    benchmark = job.benchmark
+def check_writable(out: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
+    """The output dir exists, takes a file, and has room for the shards and results."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
         probe.write_text("")
         probe.unlink()
+        free = shutil.disk_usage(out).free
     except OSError as err:
         raise DdpEvalError(f"run.output_dir: cannot write to {out} ({err.strerror or err})") from None
+    if free < need_bytes:
+        raise DdpEvalError(f"run.output_dir: {out} has {free / 2**20:.1f} MiB free, less than the "
+                           f"{need_bytes / 2**20:.0f} MiB a run needs for its shards and results; free some space "
+                           "and re-run (predictions already written are kept)")
+
+
+def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str, dict]:
+    benchmark = job.benchmark
+    check_writable(out)
     contents = read_shards(out)
-    identity = job.identity
+    identity = {**job.identity, **content_digests(job.cfg, benchmark)}
     check_identity(contents, identity, out)
     known = {s.index for s in benchmark.samples}
     stray = sorted({int(r["index"]) for r in contents.records} - known)
@@ -60,4 +82,4 @@ def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) ->
             "task": job.task.name, "family": job.family.name, "speed": asdict(job.speed),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2) + "\n")
-    return done_indices(contents, retry_failed=retry_failed), uuid.uuid4().hex[:12]
+    return done_indices(contents, retry_failed=retry_failed), uuid.uuid4().hex[:12], identity

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,16 +20,19 @@ from ddp_eval.config import Config
 from ddp_eval.core.plan import PlannedBatch, batches_for_rank, skip_done
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.dist import completion
-from ddp_eval.dist.group import DistInfo, broadcast_object
+from ddp_eval.dist.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.dist.progress import JobProgress
 from ddp_eval.dist.stop import StopFlag
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.loading import warm_up_device
+from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
 from ddp_eval.run.job import Job, plan_job
 from ddp_eval.run.loader import BatchDataset, start_loading
 from ddp_eval.run.resume import resume_state
 from ddp_eval.store.gather import gather_predictions
+from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.manifest import write_manifest
 from ddp_eval.store.shards import ShardWriter, shard_path
 from ddp_eval.tasks.load import download_benchmark, load_benchmark
@@ -75,6 +79,7 @@ def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
                 download_benchmark(spec.name, cfg.data.cache_dir, cfg.data.mirror, cfg.data.md5)
             except DdpEvalError as err:
                 error = str(err)
+        checkpoint(info, "download the benchmark", cfg.run.dist_timeout_s)
         error = broadcast_object(info, error)  # the other ranks wait here while rank 0 downloads
         if error:
             raise DdpEvalError(error)
@@ -108,9 +113,10 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
             stats.first_batch_rows, first_written = len(records), time.perf_counter()
-            log.info("first batch written %.1f s after start: %.1f s waiting for its inputs, %.1f s in the model "
-                     "(one-off: CUDA kernels load, torch.compile)", stats.first_batch_s, stats.wait_s,
-                     stats.generate_s)
+            one_off = " (one-off: CUDA kernels load" + (", torch.compile" if cfg.model.compile_vision else "") + ")"
+            log.info("first batch written %.1f s after start: %.1f s waiting for its inputs, %.1f s in the model%s",
+                     stats.first_batch_s, stats.wait_s, stats.generate_s,
+                     one_off if info.device.type == "cuda" else "")
         if time.perf_counter() >= next_log:
             elapsed = time.perf_counter() - start
             log.info("%d/%d rows, %.2f rows/s on this rank", done, rows, done / elapsed)
@@ -128,8 +134,20 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
 
 
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
+    """The whole job on this rank; rank 0 holds the output dir's lock from its first look at the shards
+    to the last file written, so a second run on the same dir stops at once, naming this one."""
+    lock = OutputDirLock(Path(cfg.run.output_dir), {"world_size": info.world_size}) if info.is_main else None
+    try:
+        return _run(cfg, info, options, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: Config, info: DistInfo, options: Options, lock: OutputDirLock | None) -> dict | None:
     out = Path(cfg.run.output_dir)
     since = options.process_start or time.perf_counter()
+    family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
     warm_up = warm_up_device(info.device)
     benchmark = prepare_data(cfg, info)
     log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
@@ -137,14 +155,15 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     job = plan_job(cfg, benchmark)
     processor = job.family.load_processor(cfg.model, job.pixels)
     log.info("processor loaded (%.1f s since start)", time.perf_counter() - since)
-    done, run_id = resume_state(job, info, out, options.retry_failed)
+    done, run_id = resume_state(job, info, out, options.retry_failed, lock)
     plan = job.plan
     mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
     todo = sum(len(b.indices) for b in mine)
     log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
              len(benchmark.samples), len(plan), todo, len(mine), len(done))
     to_predict = len(benchmark.samples) - len(done & {s.index for s in benchmark.samples})
-    with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main):
+    # A bar only on a terminal: written to a log file, its redraws run into the log lines.
+    with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main and sys.stderr.isatty()):
         try:
             if warm_up is not None:
                 warm_up.join()
@@ -161,7 +180,7 @@ def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | Non
     manifest = write_manifest(out, info, [json.loads(d) for d in details])
     table = gather_predictions(benchmark, out)
     metrics = finish(job.task, table, out, score=cfg.scoring.enabled, manifest=manifest)
-    log.info("results in %s", out)
+    log.info("results in %s (%.1f s since start)", out, time.perf_counter() - since)
     return metrics
 
 
@@ -169,7 +188,8 @@ def load_backend(job: Job, info: DistInfo, processor) -> Backend:
     """This rank's replica behind the transformers backend, with the family's speed features."""
     model = job.family.load_model(job.cfg.model, info.device, job.speed)
     return HFBackend(model, processor, info.device, generation_kwargs(job.cfg, job.max_new_tokens),
-                     mode=job.cfg.generation.mode, fast=job.family.fast_path(model, job.speed))
+                     mode=job.cfg.generation.mode, fast=job.family.fast_path(model, job.speed),
+                     context=context_length(Path(job.cfg.model.path)))
 
 
 def _predict_share(job: Job, info: DistInfo, processor, mine: list[PlannedBatch], writer: ShardWriter,
@@ -178,17 +198,13 @@ def _predict_share(job: Job, info: DistInfo, processor, mine: list[PlannedBatch]
     stats = ShareStats()
     preprocess = job.family.preprocessor(processor, job.benchmark, job.task, job.speed, job.pixels)
     dataset = BatchDataset(preprocess, mine)
-    batches = start_loading(dataset, cfg.run.num_workers, info)
-    start = time.perf_counter()
-    try:
+    with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
+        start = time.perf_counter()
         backend = load_backend(job, info, processor)
-    except BaseException:
-        del batches  # the last reference: its workers stop now, not when the traceback is dropped
-        raise
-    stats.load_s = time.perf_counter() - start
-    log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
-             time.perf_counter() - (options.process_start or start))
-    predict(cfg, info, dataset, batches, backend, writer, stop, stats, options)
+        stats.load_s = time.perf_counter() - start
+        log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
+                 time.perf_counter() - (options.process_start or start))
+        predict(cfg, info, dataset, batches, backend, writer, stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)

@@ -1,7 +1,10 @@
 """What a set of shards belongs to: benchmark contents, model, and the settings that change replies.
 
 Written as the first line of every shard; a run refuses an output dir whose shards carry another
-identity, so predictions of two different runs are never mixed.
+identity, so predictions of two different runs are never mixed. Besides the rows' text and the
+settings it holds digests of the files' contents (the benchmark file and its image files, every file
+of the checkpoint), computed once by rank 0 (`content_digests`), so replaced images or weights at
+the same paths do not resume old predictions.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from typing import Any
 from ddp_eval.config import Config
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.models.base import Pixels
+from ddp_eval.store.digests import cache_dir_of, data_files, files_digest, model_files
 from ddp_eval.tasks.base import Task
+
+# Keys added after shards were first written: a shard that lacks one is not refused for it.
+LATER_KEYS = ("data_files", "model_files")
 
 
 def _digest(obj: Any) -> str:
@@ -50,6 +57,14 @@ def run_identity(cfg: Config, benchmark: Benchmark, task: Task, pixels: Pixels) 
     }
 
 
+def content_digests(cfg: Config, benchmark: Benchmark) -> dict[str, str]:
+    """Digests of the benchmark's files (with the image files its rows name) and the checkpoint's files."""
+    cache = cache_dir_of(cfg.data.cache_dir)
+    image_paths = list(getattr(benchmark.images, "paths", {}).values())
+    return {"data_files": files_digest(data_files(Path(benchmark.source), image_paths), cache),
+            "model_files": files_digest(model_files(Path(cfg.model.path)), cache)}
+
+
 def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    keys = sorted(set(ours) | set(theirs))
+    keys = sorted(k for k in set(ours) | set(theirs) if k not in LATER_KEYS or (k in ours and k in theirs))
     return [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys if ours.get(k) != theirs.get(k)]

@@ -30,18 +30,36 @@ class HFBackend:
     """The model, its processor and generation settings on this rank's device."""
 
     def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any], mode: str = "generate",
-                 fast: FastPath | None = None) -> None:
+                 fast: FastPath | None = None, context: int | None = None) -> None:
         self.model = model
         self.processor = processor
         self.device = device
         self.gen_kwargs = gen_kwargs
         self.mode = mode
         self.fast = fast
+        self.context = context  # the language model's context in tokens; longer prompts fail, not crash
         self._checked = False
         self._label_ids: dict[str, int] = {}
 
     def predict(self, prepared: PreparedBatch, reprepare: Callable[[tuple[int, ...]], PreparedBatch]) -> list[Record]:
+        """Records for every row; rows whose prompt exceeds the model's context are recorded failed."""
+        too_long = self._too_long(prepared)
+        if too_long:
+            failed = {**prepared.failed, **too_long}
+            records = [{"index": i, "prediction": "", "error": reason} for i, reason in failed.items()]
+            keep = tuple(i for i in prepared.indices if i not in too_long)
+            return records + (predict_batch(self.replies, reprepare(keep), reprepare) if keep else [])
         return predict_batch(self.replies, prepared, reprepare)
+
+    def _too_long(self, prepared: PreparedBatch) -> dict[int, str]:
+        if self.context is None or prepared.inputs is None or not prepared.indices:
+            return {}
+        if self.fast is not None and self.fast.takes(prepared):
+            lengths = self.fast.row_tokens(prepared)
+        else:
+            lengths = prepared.inputs["attention_mask"].sum(-1).tolist()
+        return {i: f"the prompt has {n} tokens, more than the model's context of {self.context}"
+                for i, n in zip(prepared.indices, lengths) if n > self.context}
 
     @torch.inference_mode()
     def replies(self, prepared: PreparedBatch) -> list[str]:
@@ -99,7 +117,9 @@ def generation_kwargs(cfg: Config, max_new_tokens: int | None = None) -> dict:
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+    """CUDA's out-of-memory, or the CPU allocator's ("can't allocate memory")."""
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def predict_batch(replies: Callable[[PreparedBatch], list[str]], prepared: PreparedBatch,
@@ -117,9 +137,10 @@ def predict_batch(replies: Callable[[PreparedBatch], list[str]], prepared: Prepa
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if len(prepared.indices) == 1:
-            log.error("row %d does not fit in GPU memory even alone; recorded as failed", prepared.indices[0])
+            log.error("row %d does not fit in memory even alone; recorded as failed", prepared.indices[0])
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "out of memory"
             return records + [{"index": prepared.indices[0], "prediction": "",
-                               "error": "CUDA out of memory with a batch of one row"}]
+                               "error": f"{reason} (with a batch of one row)"}]
         half = len(prepared.indices) // 2
         log.warning("out of memory on a batch of %d rows; retrying as %d + %d", len(prepared.indices), half,
                     len(prepared.indices) - half)

@@ -29,6 +29,12 @@ class Qwen2VLFastPath:
         finally:
             self.vision_reuse.clear()
 
+    def row_tokens(self, prepared: PreparedBatch) -> list[int]:
+        """Each row's prompt length: its shared prefix plus its own tokens."""
+        prefix = prepared.inputs["attention_mask"].sum(-1).tolist()
+        suffix = prepared.extras.suffix
+        return [prefix[o] + n for o, n in zip(suffix.owner.tolist(), suffix.attention_mask.sum(-1).tolist())]
+
     def takes(self, prepared: PreparedBatch) -> bool:
         return self.prefix_decoder is not None and prepared.extras is not None and prepared.extras.suffix is not None
 
