@@ -1,17 +1,21 @@
 """A benchmark as a Hugging Face `datasets` dataset on disk (save_to_disk dir or parquet files).
 
-Images come from an Image feature; each row owns its image (no cross-row references).
+Images come from an Image feature; each row owns its image (no cross-row references). Text cells that
+pandas' read_csv reads as missing ("", "nan", "NA", "None", ...) are missing here too (NaN, as read_csv
+gives), so a benchmark gives the same rows as a `datasets` file as it does as a TSV (VLMEvalKit's reader).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import math
 from pathlib import Path
 
+import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # the strings read_csv reads as NA by default (pandas 1.x-3.x)
 from PIL import Image
 
-from ddp_eval.data.images import decode_image
+from ddp_eval.data.images import MAX_IMAGE_BYTES, decode_image, header_size, read_image_file
 from ddp_eval.data.rows import RawRows
 from ddp_eval.errors import DdpEvalError
 
@@ -56,17 +60,19 @@ class DatasetImages:
         if cell is None:
             raise DdpEvalError(f"{self.describe(key)}: the row has no image")
         if cell.get("bytes"):
+            if len(cell["bytes"]) > MAX_IMAGE_BYTES:
+                raise DdpEvalError(f"{self.describe(key)}: the image is larger than the {MAX_IMAGE_BYTES // 2**20} "
+                                   "MiB (MAX_IMAGE_BYTES) an image may have; shrink or re-encode it")
             return cell["bytes"]
         if cell.get("path"):
-            return Path(cell["path"]).read_bytes()
+            return read_image_file(Path(cell["path"]), self.describe(key))
         raise DdpEvalError(f"{self.describe(key)}: the image cell is empty")
 
     def open(self, key: int) -> Image.Image:
         return decode_image(self._bytes(key), self.describe(key))
 
     def size(self, key: int) -> tuple[int, int]:
-        with Image.open(io.BytesIO(self._bytes(key))) as image:
-            return image.size
+        return header_size(self._bytes(key), self.describe(key))
 
 
 def load_hf_dataset(path: Path, limit: int | None = None) -> RawRows:
@@ -79,10 +85,22 @@ def load_hf_dataset(path: Path, limit: int | None = None) -> RawRows:
         raise DdpEvalError(f"{source}: no column of type Image; columns are {', '.join(ds.column_names)}")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    table = ds.remove_columns(image_cols).to_pandas()
+    table = missing_as_read_csv(ds.remove_columns(image_cols).to_pandas())
     images = DatasetImages(ds, image_cols[0], source)
     keys = [(k,) for k in shared_image_keys(images, len(table))]
     return RawRows(name=path.stem, source=source, table=table, image_keys=keys, images=images)
+
+
+def missing_as_read_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that read_csv would read as NA (its default na_values), and nulls, become NaN, as in a
+    table read_csv returns: the task then reads the same row (a missing hint is no hint, not "Hint: nan")."""
+    def cell(value):
+        return math.nan if value is None or (isinstance(value, str) and value in STR_NA_VALUES) else value
+
+    for column in table.columns:
+        if table[column].dtype == object or pd.api.types.is_string_dtype(table[column]):
+            table[column] = table[column].map(cell)
+    return table
 
 
 def shared_image_keys(images: DatasetImages, n_rows: int) -> list[int]:

@@ -2,6 +2,10 @@
 
 VLMEvalKit's TSVs hold base64 images; a cell that is a bare index (64 characters or fewer) refers to
 another row's image. Rows without an image cell may name a file in `image_path`.
+
+What is read is bounded: an image file is opened only when it is a regular file (a FIFO or a device
+like /dev/zero would block or never end, even for `--dry-run`, which reads image headers) and read
+only up to MAX_IMAGE_BYTES; a base64 cell is decoded only when its image fits in that bound too.
 """
 
 from __future__ import annotations
@@ -9,11 +13,61 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
+import stat
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from ddp_eval.errors import DdpEvalError
+
+MAX_IMAGE_BYTES = 512 * 2**20  # far above any benchmark image; a bound, so a bad path cannot fill memory
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a plain file")
+
+
+def _too_large(what: str, size: str = "") -> DdpEvalError:
+    return DdpEvalError(f"{what}: the image is {size + ', ' if size else ''}larger than the "
+                        f"{MAX_IMAGE_BYTES // 2**20} MiB (MAX_IMAGE_BYTES) an image may have; shrink or re-encode it")
+
+
+def read_image_file(path: Path, what: str) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_IMAGE_BYTES (checked before it is opened)."""
+    try:
+        st = os.stat(path)
+        _check_regular(st, path, what)
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise _too_large(f"{what} ({path})", f"{st.st_size / 2**20:.0f} MiB")
+        # O_NONBLOCK: should the path turn into a FIFO after the stat, opening it does not block either
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(os.fstat(f.fileno()), path, what)
+            data = f.read(MAX_IMAGE_BYTES + 1)  # the size may lie (it grew, or a /proc-like file says 0)
+    except OSError as err:
+        raise DdpEvalError(f"{what}: cannot read image file {path} ({err.strerror or err})") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _too_large(f"{what} ({path})")
+    return data
+
+
+def _check_regular(st: os.stat_result, path: Path, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise DdpEvalError(f"{what}: image file {path} is not a regular file ({_kind(st.st_mode)}); "
+                           "point image_path at an image file")
+
+
+def decode_base64(cell: str, what: str) -> bytes:
+    """A base64 cell's bytes, refused before decoding when they would exceed MAX_IMAGE_BYTES."""
+    if len(cell) // 4 * 3 > MAX_IMAGE_BYTES:  # 3 bytes per 4 characters: an upper bound, known before decoding
+        raise _too_large(what, f"about {len(cell) // 4 * 3 / 2**20:.0f} MiB in base64")
+    try:
+        return base64.b64decode(cell, validate=False)
+    except (binascii.Error, ValueError) as err:
+        raise DdpEvalError(f"{what}: not valid base64 ({err})") from None
 
 
 def decode_image(data: bytes, what: str) -> Image.Image:
@@ -30,7 +84,7 @@ def decode_image(data: bytes, what: str) -> Image.Image:
     return image
 
 
-def _header_size(data: bytes, what: str) -> tuple[int, int]:
+def header_size(data: bytes, what: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
@@ -51,23 +105,17 @@ class Base64Images:
 
     def _bytes(self, key: int) -> bytes:
         if key in self.cells:
-            try:
-                return base64.b64decode(self.cells[key], validate=False)
-            except (binascii.Error, ValueError) as err:
-                raise DdpEvalError(f"{self.describe(key)}: not valid base64 ({err})") from None
+            return decode_base64(self.cells[key], self.describe(key))
         path = self.paths.get(key)
         if path is None:
             raise DdpEvalError(f"{self.describe(key)}: the row has neither an image nor an image_path")
-        try:
-            return path.read_bytes()
-        except OSError as err:
-            raise DdpEvalError(f"{self.describe(key)}: cannot read image file {path} ({err.strerror})") from None
+        return read_image_file(path, self.describe(key))
 
     def open(self, key: int) -> Image.Image:
         return decode_image(self._bytes(key), self.describe(key))
 
     def size(self, key: int) -> tuple[int, int]:
-        return _header_size(self._bytes(key), self.describe(key))
+        return header_size(self._bytes(key), self.describe(key))
 
 
 def resolve_image_refs(indices: list[int], cells: list[str | None], source: str) -> list[int]:

@@ -8,11 +8,14 @@ instead of leaving the job waiting forever. Markers carry a run id: stale ones n
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.store.shards import SHARD_DIR, shard_path
+
+log = logging.getLogger(__name__)
 
 
 def _marker(output_dir: Path, run_id: str, rank: int, state: str) -> Path:
@@ -28,8 +31,15 @@ def clear_markers(output_dir: Path) -> None:
 
 def mark(output_dir: Path, run_id: str, rank: int, state: str, detail: str = "") -> None:
     path = _marker(output_dir, run_id, rank, state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rank": rank, "detail": detail}) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rank": rank, "detail": detail}) + "\n", encoding="utf-8")
+    except OSError as err:
+        if state == "done":
+            raise  # rank 0 would wait for it: a done marker that cannot be written is an error
+        # A failed rank's marker is a courtesy to rank 0; not writing it (a full disk) must not replace the
+        # error that made the rank fail.
+        log.warning("cannot write %s (%s)", path, err.strerror or err)
 
 
 def wait_for_ranks(output_dir: Path, run_id: str, world_size: int, timeout_s: float,
