@@ -62,6 +62,9 @@ class ModelConfig:
 class DataConfig:
     # A TSV file, a `datasets` directory / parquet file, or a benchmark name (MMBench_DEV_EN, ...).
     path: str = ""
+    # A suite: several benchmark names (or local files with data.task) in one launch, one model load per
+    # rank; each benchmark gets a folder of its own under run.output_dir. Instead of data.path.
+    benchmarks: list[str] | None = None
     # The task that reads, prompts and scores a local file (tasks/registry.py); null: from the benchmark
     # name, or mcq for a local file.
     task: str | None = None
@@ -200,13 +203,19 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     if value is None and type(None) in allowed:
         return None
     for typ in allowed:
+        if typing.get_origin(typ) is list:
+            items = [value] if isinstance(value, str) else value
+            if isinstance(items, list) and items and all(isinstance(v, str) and v.strip() for v in items):
+                return [v.strip() for v in items]
+            continue
         if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if typ is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if typ in (str, bool) and isinstance(value, typ):
             return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    names = " or ".join("null" if t is type(None) else "a list of names" if typing.get_origin(t) is list
+                        else t.__name__ for t in allowed)
     raise DdpEvalError(f"config key {key} must be {names}, got {shown(value)} ({type(value).__name__})")
 
 
@@ -218,8 +227,17 @@ def validate(cfg: Config) -> None:
     _one_of("generation.mode", cfg.generation.mode, GENERATION_MODES)
     if not cfg.model.path:
         raise DdpEvalError("config key model.path is required: a local model directory")
-    if not cfg.data.path:
-        raise DdpEvalError("config key data.path is required: a TSV, a dataset directory or a benchmark name")
+    if cfg.data.benchmarks and cfg.data.path:
+        raise DdpEvalError("config keys data.path and data.benchmarks are both set; use data.path for one benchmark "
+                           "or data.benchmarks for a suite")
+    if not cfg.data.path and not cfg.data.benchmarks:
+        raise DdpEvalError("config key data.path is required: a TSV, a dataset directory or a benchmark name "
+                           "(or data.benchmarks: a list of them)")
+    if cfg.data.benchmarks and len(set(cfg.data.benchmarks)) != len(cfg.data.benchmarks):
+        raise DdpEvalError(f"config key data.benchmarks names a benchmark twice: {cfg.data.benchmarks}")
+    if cfg.data.benchmarks and len({Path(b).stem for b in cfg.data.benchmarks}) != len(cfg.data.benchmarks):
+        raise DdpEvalError("config key data.benchmarks: two entries share a file name, and each benchmark's folder "
+                           f"is named after it: {cfg.data.benchmarks}")
     low, high = cfg.model.min_pixels, cfg.model.max_pixels
     if (low is not None and low <= 0) or (high is not None and high <= 0) or (None not in (low, high) and high < low):
         raise DdpEvalError(f"model.min_pixels ({low}) and model.max_pixels ({high}) must be > 0, min <= max")

@@ -17,10 +17,12 @@ RECORD_START = b'{"index"'
 
 
 class JobProgress:
-    """`with JobProgress(output_dir, total_rows):` shows rows/s and ETA for all ranks together."""
+    """`with JobProgress(output_dirs, total_rows):` shows rows/s and ETA for all ranks together (and all
+    benchmarks of a suite: one output dir each)."""
 
-    def __init__(self, output_dir: Path, total: int, poll_s: float = 0.5, enabled: bool = True) -> None:
-        self.folder = output_dir / SHARD_DIR
+    def __init__(self, output_dirs: Path | list[Path], total: int, poll_s: float = 0.5, enabled: bool = True) -> None:
+        dirs = [output_dirs] if isinstance(output_dirs, Path) else list(output_dirs)
+        self.folders = [d / SHARD_DIR for d in dirs]
         self.total = total
         self.poll_s = poll_s
         self.enabled = enabled and total > 0
@@ -32,7 +34,7 @@ class JobProgress:
     def _scan(self, start: bool = False) -> int:
         """New records since the last scan (at `start`, only remember where the files end)."""
         new = 0
-        for path in sorted(self.folder.glob("*.jsonl")):
+        for path in sorted(p for folder in self.folders for p in folder.glob("*.jsonl")):
             offset = self._offsets.get(path, 0)
             with path.open("rb") as f:
                 f.seek(offset)

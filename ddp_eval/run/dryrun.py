@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from ddp_eval.tasks.registry import benchmark_spec
 
 def describe(cfg: Config, world_size: int) -> str:
     family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named first
+    if cfg.data.benchmarks:
+        from ddp_eval.run.runner import part_config, part_dir
+
+        return "\n\n".join(_describe(dataclasses.replace(part_config(cfg, name), run=dataclasses.replace(
+            cfg.run, output_dir=str(part_dir(cfg, name)))), world_size) for name in cfg.data.benchmarks)
+    return _describe(cfg, world_size)
+
+
+def _describe(cfg: Config, world_size: int) -> str:
     if benchmark_spec(cfg.data.path) is not None and not local_path(cfg.data).exists():
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{local_path(cfg.data)} first; nothing else to show")

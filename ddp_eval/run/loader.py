@@ -1,8 +1,13 @@
-"""This rank's planned batches, preprocessed in DataLoader workers while the GPU works on earlier ones."""
+"""This rank's planned batches, preprocessed in DataLoader workers while the GPU works on earlier ones.
+
+A suite's batches come from several benchmarks; each item carries which one (`part`), so its rows are
+prepared by that benchmark's preprocessor and written to that benchmark's shard.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -13,30 +18,40 @@ from ddp_eval.dist.stop import ignore_stop_signals
 from ddp_eval.models.base import Preprocessor
 
 
-class BatchDataset(Dataset):
-    """Item i is the i-th planned batch of this rank, fully preprocessed by the model family."""
+@dataclass(frozen=True)
+class WorkItem:
+    part: int  # which benchmark of the suite (0 for a single benchmark)
+    batch: PlannedBatch
 
-    def __init__(self, preprocess: Preprocessor, batches: list[PlannedBatch]) -> None:
-        self.preprocess = preprocess
-        self.batches = batches
+
+class BatchDataset(Dataset):
+    """Item i is the i-th batch of this rank, fully preprocessed: (its benchmark's part, the batch)."""
+
+    def __init__(self, preprocessors: Sequence[Preprocessor], items: list[WorkItem]) -> None:
+        self.preprocessors = list(preprocessors)
+        self.items = items
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.items)
 
-    def prepare(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
-        return self.preprocess(batch_id, indices)
+    @property
+    def rows(self) -> int:
+        return sum(len(item.batch.indices) for item in self.items)
 
-    def __getitem__(self, i: int) -> PreparedBatch:
-        batch = self.batches[i]
-        return self.prepare(batch.batch_id, batch.indices)
+    def prepare(self, part: int, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
+        return self.preprocessors[part](batch_id, indices)
+
+    def __getitem__(self, i: int) -> tuple[int, PreparedBatch]:
+        item = self.items[i]
+        return item.part, self.prepare(item.part, item.batch.batch_id, item.batch.indices)
 
 
-def _identity(batch: PreparedBatch) -> PreparedBatch:
+def _identity(batch):
     return batch
 
 
 class Loading:
-    """The started loader: iterate it for prepared batches; `close()` ends its workers at once.
+    """The started loader: iterate it for (part, prepared batch); `close()` ends its workers at once.
 
     Closing is explicit because an error raised while batches are in flight keeps the iterator alive
     in the traceback's frames, and its workers then block the process's exit (joined forever).
@@ -47,7 +62,7 @@ class Loading:
                             pin_memory=info.device.type == "cuda", worker_init_fn=ignore_stop_signals)
         self._batches = iter(loader)
 
-    def __iter__(self) -> Iterator[PreparedBatch]:
+    def __iter__(self) -> Iterator[tuple[int, PreparedBatch]]:
         return self._batches
 
     def close(self) -> None:

@@ -1,23 +1,31 @@
-"""The evaluation job: plan, predict this rank's batches into its shard, then rank 0 gathers and scores.
+"""The evaluation job: plan, predict this rank's batches into its shards, then rank 0 gathers and scores.
 
-    data ready (rank 0 downloads) -> plan (same on every rank) -> rank 0 checks the output dir and
-    finds rows already predicted -> load the replica on this rank's device -> batches in, one shard
-    write per batch out -> completion marker -> rank 0: wait for all ranks, merge, score, report
+    data ready (rank 0 downloads) -> plan (same on every rank) -> rank 0 locks and checks the output
+    dir and finds rows already predicted -> load the replica on this rank's device -> batches in, one
+    shard write per batch out -> completion marker -> rank 0: wait for all ranks, merge, score, report
+
+A suite (`data.benchmarks`) is the same job over several benchmarks with one model load per rank:
+each benchmark keeps its own plan (so its predictions are those of a run on it alone, at any world
+size), its own folder, shards and resume; their batches run back to back, dealt to ranks as one list,
+so no rank idles at a benchmark's end. A benchmark that cannot be loaded or scored is marked failed
+in the suite summary and the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ddp_eval.backends.base import Backend
 from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs
 from ddp_eval.config import Config
-from ddp_eval.core.plan import PlannedBatch, batches_for_rank, skip_done
+from ddp_eval.core.plan import skip_done
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.dist import completion
 from ddp_eval.dist.group import DistInfo, broadcast_object, checkpoint
@@ -28,8 +36,9 @@ from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.loading import warm_up_device
 from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
+from ddp_eval.report.summary import SuiteRow, write_summary
 from ddp_eval.run.job import Job, plan_job
-from ddp_eval.run.loader import BatchDataset, start_loading
+from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
 from ddp_eval.run.resume import resume_state
 from ddp_eval.store.gather import gather_predictions
 from ddp_eval.store.lock import OutputDirLock
@@ -59,6 +68,8 @@ class ShareStats:
     # The first batch pays one-off costs (CUDA kernels loaded, torch.compile); the rest runs at the steady rate.
     first_batch_rows: int = 0
     after_first_batch_s: float = 0.0  # first batch written -> last batch written
+    # Per benchmark of a suite: rows, failed rows and seconds spent on its batches on this rank.
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,34 @@ class Options:
     show_progress: bool = True
     retry_failed: bool = False
     process_start: float = 0.0  # time.perf_counter() at process start, for time-to-first-batch
+
+
+@dataclass
+class Part:
+    """One benchmark of the run: where it writes, and what is left of it for this rank."""
+
+    name: str
+    out: Path
+    job: Job | None = None
+    done: set[int] = field(default_factory=set)
+    error: str | None = None  # why it could not be loaded, planned or scored (a suite goes on without it)
+    metrics: dict | None = None
+    run_id: str = ""
+
+
+def benchmark_names(cfg: Config) -> list[str]:
+    return list(cfg.data.benchmarks) if cfg.data.benchmarks else [cfg.data.path]
+
+
+def part_config(cfg: Config, name: str) -> Config:
+    """The config of one benchmark of a suite: the suite's, with data.path naming that benchmark."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=name, benchmarks=None))
+
+
+def part_dir(cfg: Config, name: str) -> Path:
+    """A single benchmark writes into run.output_dir; a suite gives each benchmark a folder of its own."""
+    out = Path(cfg.run.output_dir)
+    return out / Path(name).stem if cfg.data.benchmarks else out
 
 
 def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
@@ -86,29 +125,34 @@ def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
     return load_benchmark(cfg.data)
 
 
-def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend: Backend, writer: ShardWriter,
-            stop: StopFlag, stats: ShareStats, options: Options) -> None:
-    """Generate for this rank's batches (`batches`: the started loader), appending each to the shard."""
+def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend: Backend,
+            writers: list[ShardWriter], names: list[str], stop: StopFlag, stats: ShareStats,
+            options: Options) -> None:
+    """Generate for this rank's batches (`batches`: the started loader), appending each to its shard."""
     import torch
 
-    rows = sum(len(b.indices) for b in dataset.batches)
+    rows = dataset.rows
     done = failed = 0
     next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
     first_written = start
-    for prepared in batches:
+    for part, prepared in batches:
         stats.wait_s += time.perf_counter() - tick
         if not cfg.generation.greedy:
             torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
         tick = time.perf_counter()
-        records = backend.predict(prepared, lambda part, b=prepared.batch_id: dataset.prepare(b, part))
+        records = backend.predict(prepared, lambda rows_, p=part, b=prepared.batch_id: dataset.prepare(p, b, rows_))
         stats.generate_s += time.perf_counter() - tick
-        writer.write_batch({**r, "batch": prepared.batch_id, "rank": info.rank} for r in records)
+        writers[part].write_batch({**r, "batch": prepared.batch_id, "rank": info.rank} for r in records)
+        share = stats.parts.setdefault(names[part], {"rows": 0, "failed": 0, "seconds": 0.0})
+        share["seconds"] += time.perf_counter() - tick
         for r in records:
             if r.get("error"):
                 failed += 1
+                share["failed"] += 1
                 log.warning("row %s failed: %s", r["index"], r["error"])
         done += len(records)
+        share["rows"] += len(records)
         stats.batches += 1
         if stats.first_batch_s is None:
             stats.first_batch_s = time.perf_counter() - options.process_start
@@ -134,54 +178,108 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
 
 
 def run(cfg: Config, info: DistInfo, options: Options = Options()) -> dict | None:
-    """The whole job on this rank; rank 0 holds the output dir's lock from its first look at the shards
-    to the last file written, so a second run on the same dir stops at once, naming this one."""
-    lock = OutputDirLock(Path(cfg.run.output_dir), {"world_size": info.world_size}) if info.is_main else None
-    try:
+    """The whole job on this rank. Rank 0 holds each output dir's lock from its first look at the shards
+    to the last file written, so a second run on the same dir stops at once, naming this one. Returns
+    rank 0's metrics (a suite: {benchmark: metrics or None}); None on the other ranks."""
+    with ExitStack() as held:
+        def lock(folder: Path) -> OutputDirLock | None:
+            if not info.is_main:
+                return None
+            folder_lock = OutputDirLock(folder, {"world_size": info.world_size})
+            held.callback(folder_lock.release)
+            return folder_lock
+
         return _run(cfg, info, options, lock)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
-def _run(cfg: Config, info: DistInfo, options: Options, lock: OutputDirLock | None) -> dict | None:
+def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     out = Path(cfg.run.output_dir)
+    suite = bool(cfg.data.benchmarks)
     since = options.process_start or time.perf_counter()
     family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
     warm_up = warm_up_device(info.device)
-    benchmark = prepare_data(cfg, info)
-    log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
-             time.perf_counter() - since)
-    job = plan_job(cfg, benchmark)
-    processor = job.family.load_processor(cfg.model, job.pixels)
-    log.info("processor loaded (%.1f s since start)", time.perf_counter() - since)
-    done, run_id = resume_state(job, info, out, options.retry_failed, lock)
-    plan = job.plan
-    mine = skip_done(batches_for_rank(plan, info.rank, info.world_size), done)
-    todo = sum(len(b.indices) for b in mine)
-    log.info("%d rows in %d batches planned; this rank predicts %d rows in %d batches (%d rows done earlier)",
-             len(benchmark.samples), len(plan), todo, len(mine), len(done))
-    to_predict = len(benchmark.samples) - len(done & {s.index for s in benchmark.samples})
+    if suite:
+        _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
+    parts = [_open_part(cfg, info, options, name, lock, suite, since) for name in benchmark_names(cfg)]
+    live = [p for p in parts if p.job is not None]
+    items = [WorkItem(k, batch) for k, batch in _deal(live, info)]
+    todo = sum(len(item.batch.indices) for item in items)
+    log.info("%d benchmark(s), %d rows planned; this rank predicts %d rows in %d batches", len(live),
+             sum(len(p.job.benchmark.samples) for p in live), todo, len(items))
+    to_predict = sum(len(p.job.benchmark.samples) - len(p.done & p.job.benchmark.by_index.keys()) for p in live)
+    run_id = live[0].run_id if live else "no-benchmark"
     # A bar only on a terminal: written to a log file, its redraws run into the log lines.
-    with JobProgress(out, to_predict, enabled=options.show_progress and info.is_main and sys.stderr.isatty()):
+    with JobProgress([p.out for p in live], to_predict,
+                     enabled=options.show_progress and info.is_main and sys.stderr.isatty()):
         try:
             if warm_up is not None:
                 warm_up.join()
                 log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
-            with StopFlag() as stop, ShardWriter(shard_path(out, info.rank, info.world_size), job.identity) as writer:
-                stats = _predict_share(job, info, processor, mine, writer, stop, options) if mine else ShareStats()
+            with StopFlag() as stop, ExitStack() as files:
+                writers = [files.enter_context(ShardWriter(shard_path(p.out, info.rank, info.world_size),
+                                                           p.job.identity)) for p in live]
+                stats = _predict_share(live, info, items, writers, stop, options) if items else ShareStats()
         except BaseException as err:
             completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
             raise
         completion.mark(out, run_id, info.rank, "done", json.dumps(asdict(stats)))
         if not info.is_main:
             return None
-        details = completion.wait_for_ranks(out, run_id, info.world_size, cfg.run.dist_timeout_s)
-    manifest = write_manifest(out, info, [json.loads(d) for d in details])
-    table = gather_predictions(benchmark, out)
-    metrics = finish(job.task, table, out, score=cfg.scoring.enabled, manifest=manifest)
+        details = [json.loads(d) for d in completion.wait_for_ranks(out, run_id, info.world_size,
+                                                                    cfg.run.dist_timeout_s)]
+    for part in live:
+        _finish_part(part, info, details, suite)
     log.info("results in %s (%.1f s since start)", out, time.perf_counter() - since)
-    return metrics
+    if not suite:
+        return parts[0].metrics
+    write_summary(out, [_summary_row(p, details) for p in parts])
+    return {p.name: p.metrics for p in parts}
+
+
+def _lock_suite_dir(out: Path, info: DistInfo, lock: OutputDirLock | None, timeout_s: float) -> None:
+    """Rank 0 locks the suite's folder (its benchmarks' folders are locked as each is opened); every rank
+    hears if another run holds it."""
+    error = None
+    if lock is not None:
+        try:
+            lock.acquire()
+            completion.clear_markers(out)
+        except DdpEvalError as err:
+            error = str(err)
+    checkpoint(info, "lock the output dir", timeout_s)
+    error = broadcast_object(info, error)
+    if error:
+        raise DdpEvalError(error)
+
+
+def _open_part(cfg: Config, info: DistInfo, options: Options, name: str, lock, suite: bool, since: float) -> Part:
+    """Load, plan and resume one benchmark; in a suite an error marks it failed instead of stopping all."""
+    part_cfg = part_config(cfg, name)
+    part = Part(name=name, out=part_dir(cfg, name))
+    try:
+        benchmark = prepare_data(part_cfg, info)
+        log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
+                 time.perf_counter() - since)
+        job = plan_job(part_cfg, benchmark)
+        part.done, part.run_id = resume_state(job, info, part.out, options.retry_failed, lock(part.out))
+        part.job = job
+    except DdpEvalError as err:
+        if not suite:
+            raise
+        part.error = str(err)
+        log.error("benchmark %s left out of this run: %s", name, err)
+    return part
+
+
+def _deal(live: list[Part], info: DistInfo):
+    """The suite's batches as one list in benchmark order, dealt round-robin; yields (part, batch) of this rank."""
+    position = 0
+    for k, part in enumerate(live):
+        for batch in part.job.plan:
+            if position % info.world_size == info.rank:
+                for left in skip_done([batch], part.done):
+                    yield k, left
+            position += 1
 
 
 def load_backend(job: Job, info: DistInfo, processor) -> Backend:
@@ -192,20 +290,54 @@ def load_backend(job: Job, info: DistInfo, processor) -> Backend:
                      context=context_length(Path(job.cfg.model.path)))
 
 
-def _predict_share(job: Job, info: DistInfo, processor, mine: list[PlannedBatch], writer: ShardWriter,
+def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writers: list[ShardWriter],
                    stop: StopFlag, options: Options) -> ShareStats:
-    cfg = job.cfg
+    first = live[0].job
+    cfg = first.cfg
     stats = ShareStats()
-    preprocess = job.family.preprocessor(processor, job.benchmark, job.task, job.speed, job.pixels)
-    dataset = BatchDataset(preprocess, mine)
+    processors: dict = {}  # one per distinct pixel setting (a benchmark may ask for its own)
+    preprocessors = []
+    for part in live:
+        job = part.job
+        if job.pixels not in processors:
+            processors[job.pixels] = job.family.load_processor(cfg.model, job.pixels)
+        preprocessors.append(job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, job.speed,
+                                                     job.pixels))
+    dataset = BatchDataset(preprocessors, items)
     with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
         start = time.perf_counter()
-        backend = load_backend(job, info, processor)
+        backend = load_backend(first, info, processors[first.pixels])
         stats.load_s = time.perf_counter() - start
         log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
                  time.perf_counter() - (options.process_start or start))
-        predict(cfg, info, dataset, batches, backend, writer, stop, stats, options)
+        predict(cfg, info, dataset, batches, backend, writers, [p.name for p in live], stop, stats, options)
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)
     return stats
+
+
+def _finish_part(part: Part, info: DistInfo, details: list[dict], suite: bool) -> None:
+    """Rank 0: merge, score and report one benchmark; in a suite an error marks it failed."""
+    job = part.job
+    try:
+        manifest = write_manifest(part.out, info, details)
+        table = gather_predictions(job.benchmark, part.out)
+        part.metrics = finish(job.task, table, part.out, score=job.cfg.scoring.enabled, manifest=manifest)
+    except DdpEvalError as err:
+        if not suite:
+            raise
+        part.error = str(err)
+        log.error("benchmark %s: %s", part.name, err)
+
+
+def _summary_row(part: Part, details: list[dict]) -> SuiteRow:
+    shares = [d.get("parts", {}).get(part.name, {}) for d in details]
+    seconds = max((s.get("seconds", 0.0) for s in shares), default=0.0)
+    if part.job is None:
+        return SuiteRow(part.name, "", None, None, 0, 0, seconds, f"failed: {part.error}", part.out)
+    metric, value = part.job.task.primary(part.metrics or {}, part.name) if part.metrics else (None, None)
+    failed = int((part.metrics or {}).get("failed", 0))
+    status = "failed: " + part.error if part.error else "ok" if part.metrics else "predicted (not scored)"
+    return SuiteRow(part.name, part.job.task.name, metric, value, len(part.job.benchmark.samples), failed, seconds,
+                    status, part.out)

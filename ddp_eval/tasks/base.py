@@ -83,6 +83,11 @@ class Task(ABC):
     def headline(self, metrics: dict) -> list[str]:
         """The headline numbers as short markdown lines (bold values), most important first."""
 
+    def primary(self, metrics: dict, benchmark: str) -> tuple[str, float | None]:
+        """The benchmark's headline metric as VLMEvalKit reports it: (its name, its value, in percent or
+        the benchmark's own unit), for the suite summary."""
+        return "", None
+
     def normalize_columns(self, table: pd.DataFrame) -> pd.DataFrame:
         """Column names as VLMEvalKit's evaluation reads them (lower case)."""
         return table.rename(columns={c: str(c).lower() for c in table.columns})

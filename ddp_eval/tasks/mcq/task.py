@@ -52,6 +52,11 @@ class MultipleChoiceTask(Task):
                                       chart_title=f"Accuracy by {key} ({metrics['rows']} rows)"))
         return tables
 
+    def primary(self, metrics: dict, benchmark: str) -> tuple[str, float | None]:
+        if metrics.get("circular"):
+            return "CircularEval", metrics["circular"]["overall"] * 100
+        return "Overall", metrics["accuracy"]["overall"] * 100
+
     def headline(self, metrics: dict) -> list[str]:
         lines = []
         circular = metrics.get("circular")

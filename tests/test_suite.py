@@ -1,0 +1,60 @@
+"""A suite (data.benchmarks) in one launch: each benchmark's predictions equal a run on it alone, at any
+world size; a benchmark that cannot be loaded is marked failed and the others finish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+from helpers import env, predictions
+
+from ddp_eval.run.runner import Options, run
+
+QUIET = Options(show_progress=False)
+
+
+def two_benchmarks(demo_tsv, tmp_path):
+    table = pd.read_csv(demo_tsv, sep="\t")
+    first, second = tmp_path / "first.tsv", tmp_path / "second.tsv"
+    table.head(30).to_csv(first, sep="\t", index=False)
+    table.iloc[30:].to_csv(second, sep="\t", index=False)
+    return first, second
+
+
+def test_suite_predictions_equal_each_benchmark_alone_and_a_bad_one_is_marked_failed(
+        make_config, single_process, demo_tsv, tmp_path):
+    first, second = two_benchmarks(demo_tsv, tmp_path)
+    alone = {}
+    for path in (first, second):
+        run(make_config(f"run.output_dir={tmp_path / ('alone_' + path.stem)}", data=path), single_process, QUIET)
+        alone[path.stem] = predictions(tmp_path / f"alone_{path.stem}")
+    suite = tmp_path / "suite"
+    cfg = make_config("data.path=", f"data.benchmarks=[{first}, {tmp_path / 'absent.tsv'}, {second}]",
+                      f"run.output_dir={suite}")
+    metrics = run(cfg, single_process, QUIET)
+    assert metrics[str(tmp_path / "absent.tsv")] is None
+    for path in (first, second):
+        assert predictions(suite / path.stem) == alone[path.stem]
+    summary = json.loads((suite / "summary.json").read_text())
+    assert [r["status"].split(":")[0] for r in summary] == ["ok", "failed", "ok"]
+    assert "benchmark not found" in summary[1]["status"]
+    assert summary[0]["rows"] == 30 and summary[0]["metric"] == "CircularEval"
+
+
+def test_suite_under_torchrun_gives_every_row_once_and_the_single_process_predictions(
+        config_file, make_config, single_process, demo_tsv, tmp_path):
+    first, second = two_benchmarks(demo_tsv, tmp_path)
+    single = tmp_path / "single"
+    run(make_config("data.path=", f"data.benchmarks=[{first}, {second}]", "run.batch_size=4",
+                    f"run.output_dir={single}"), single_process, QUIET)
+    out = tmp_path / "w2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_eval",
+           "--config", str(config_file), "--quiet", "--set", "data.path=", "--set",
+           f"data.benchmarks=[{first}, {second}]", "--set", f"run.output_dir={out}"]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for path in (first, second):
+        assert predictions(out / path.stem) == predictions(single / path.stem)
+    assert "suite summary" in done.stdout
