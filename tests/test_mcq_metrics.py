@@ -26,3 +26,8 @@ def test_circular_group_counts_only_if_every_variant_is_right():
 
 def test_no_circular_when_all_indices_below_offset():
     assert not has_circular([row(0, True), row(999_999, False)])
+
+
+def test_negative_indices_are_not_circular_copies():
+    rows = [ScoredRow(-3, "c", "l", True), ScoredRow(-1_000_003, "c", "l", False), ScoredRow(5, "c", "l", True)]
+    assert not has_circular(rows)

@@ -24,10 +24,14 @@ class ScoredRow:
 
 
 def group_of(row: ScoredRow) -> int:
-    return row.group if row.group is not None else row.index % CIRCULAR_OFFSET
+    """The original question a row asks: its g_index, else index mod 1e6 for a copy (index >= 1e6)."""
+    if row.group is not None:
+        return row.group
+    return row.index % CIRCULAR_OFFSET if row.index >= CIRCULAR_OFFSET else row.index
 
 
 def has_circular(rows: Iterable[ScoredRow]) -> bool:
+    """Whether any row is a circular copy of another (a negative or small index never is)."""
     return any(group_of(r) != r.index for r in rows)
 
 
