@@ -215,7 +215,7 @@ def _summary(timings: dict, overrides: list[str]) -> dict:
     from ddp_eval.tasks.base import TaskSettings
 
     cfg = load_config(None, ["model.path=m", "data.path=d", *overrides])
-    pixels = FAMILY.pixels(cfg.model, TaskSettings())
+    pixels = FAMILY.pixels(cfg, TaskSettings())
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
             "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"], "wait_s": rank["wait_s"],

@@ -1,4 +1,5 @@
-"""Command line: `python -m ddp_eval [run] --config X [--set k=v ...]` and `python -m ddp_eval score PATH`.
+"""Command line: `python -m ddp_eval [run] --config X [--set k=v ...]`, `score PATH [--benchmark NAME]`,
+`prompts --config X`, `benchmarks`, `doctor`.
 
 User errors (DdpEvalError) are printed as one line without a traceback and exit with status 2.
 """
@@ -27,7 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
                            description="re-score an existing predictions file without a model")
     score.add_argument("path", type=Path, help="predictions TSV/XLSX (ours, or VLMEvalKit's with a prediction column)")
     score.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the file)")
-    score.add_argument("--task", default=None, help="the task that scores the file (default: mcq)")
+    score.add_argument("--benchmark", default=None,
+                       help="the benchmark whose rules score the file (default: the longest known name the file "
+                            "name contains, as VLMEvalKit picks it; else an MMBench-style mcq file)")
+    score.add_argument("--task", default=None, help="the task that scores the file (default: the benchmark's, "
+                                                    "else mcq)")
+    prompts = sub.add_parser("prompts", help="write each row's prompt as the model family is given it (JSON lines)",
+                             description="write each row's prompt as the model family is given it (JSON lines)")
+    prompts.add_argument("--config", type=Path, help="YAML config file")
+    prompts.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    prompts.add_argument("--limit", type=int, default=None, help="only the first N rows of each benchmark")
+    prompts.add_argument("--render", action="store_true",
+                         help="add the chat-template text the model reads (loads the processor, not the weights)")
+    prompts.add_argument("--out", type=Path, default=None, help="write to this file (default: standard output)")
+    sub.add_parser("benchmarks", help="list the benchmark names data.path takes",
+                   description="list the benchmark names data.path takes")
     doctor = sub.add_parser("doctor", help="check versions, GPUs, the rank -> device map, the model and the config",
                             description="check versions, GPUs, the rank -> device map, the model and the config")
     doctor.add_argument("--config", type=Path, help="YAML config file to check")
@@ -83,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "score":
             _score(args)
+        elif args.command == "prompts":
+            _prompts(args)
+        elif args.command == "benchmarks":
+            print(_benchmarks())
         elif args.command == "doctor":
             _doctor(args)
         else:
@@ -122,15 +141,69 @@ def _score(args: argparse.Namespace) -> None:
     from ddp_eval.data.tsv import read_table
     from ddp_eval.dist.log import setup_logging
     from ddp_eval.report.finish import finish
-    from ddp_eval.tasks.registry import DEFAULT_TASK, get_task
+    from ddp_eval.tasks.registry import DEFAULT_TASK, benchmark_in_name, benchmark_spec, get_task, unknown_benchmark
 
     setup_logging(0, 1)
     if not args.path.is_file():
         raise DdpEvalError(f"predictions file not found: {args.path}")
+    if args.benchmark is not None and benchmark_spec(args.benchmark) is None:
+        raise unknown_benchmark(args.benchmark, "--benchmark")
+    benchmark = args.benchmark or benchmark_in_name(args.path.name)
+    spec = benchmark_spec(benchmark) if benchmark else None
+    if args.task is not None and spec is not None and spec.task != args.task:
+        raise DdpEvalError(f"--task {args.task}, but {benchmark} is a {spec.task} benchmark; leave --task out")
+    ran = _run_record(args.path) if benchmark is None else {}
+    task = get_task(args.task or (spec.task if spec else ran.get("task") or DEFAULT_TASK))
     table = read_table(args.path)
     out = args.output_dir or args.path.parent / f"{args.path.stem}_scored"
-    finish(get_task(args.task or DEFAULT_TASK), table, out, title=args.path.name)
+    finish(task, table, out, title=args.path.name, benchmark=benchmark or ran.get("benchmark") or args.path.stem)
     print(f"results in {out}")
+
+
+def _run_record(path: Path) -> dict:
+    """For a run's own predictions.tsv: the benchmark and task its run.json names (else nothing)."""
+    import json
+
+    record = path.parent / "run.json"
+    if path.name != "predictions.tsv" or not record.is_file():
+        return {}
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in ("benchmark", "task") if isinstance(data, dict) and isinstance(data.get(k), str)}
+
+
+def _prompts(args: argparse.Namespace) -> None:
+    import json
+
+    from ddp_eval.config import load_config
+    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.run.prompts import prompt_lines
+
+    setup_logging(0, 1, quiet=True)
+    if args.config is None and not args.overrides:
+        raise DdpEvalError("prompts: no --config given; usage: python -m ddp_eval prompts --config CONFIG.yaml")
+    cfg = load_config(args.config, args.overrides)
+    lines = (json.dumps(line, ensure_ascii=False) + "\n" for line in prompt_lines(cfg, args.limit, args.render))
+    if args.out is None:
+        sys.stdout.writelines(lines)
+        return
+    from ddp_eval.store.atomic import atomic_write_text
+
+    atomic_write_text(args.out, "".join(lines))
+    print(f"prompts in {args.out}")
+
+
+def _benchmarks() -> str:
+    from ddp_eval.tasks.registry import BENCHMARKS, get_task
+
+    lines = [f"{'benchmark':22s} {'task':5s} {'headline metric':30s} rows"]
+    for spec in BENCHMARKS.values():
+        metric = get_task(spec.task).primary_name(spec.name)
+        lines.append(f"{spec.name:22s} {spec.task:5s} {metric:30s} {spec.rows or 'unknown'}")
+    lines.append("rows: VLMEvalKit's published TSV; data.path takes a name (downloaded once, md5-checked) or a file")
+    return "\n".join(lines)
 
 
 def _doctor(args: argparse.Namespace) -> None:

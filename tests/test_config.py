@@ -18,7 +18,7 @@ def test_defaults_match_vlmevalkit_for_qwen2_vl(tmp_path):
     from ddp_eval.tasks.base import TaskSettings
 
     cfg = load_config(write(tmp_path, BASE))
-    pixels = FAMILY.pixels(cfg.model, TaskSettings())  # the family's default where the config sets none
+    pixels = FAMILY.pixels(cfg, TaskSettings())  # the family's default where the config sets none
     assert (pixels.min_pixels, pixels.max_pixels) == (1280 * 28 * 28, 16384 * 28 * 28)
     assert cfg.generation.greedy is True
     assert cfg.generation.repetition_penalty == 1.0  # VLMEvalKit passes 1.0, whatever the checkpoint says

@@ -43,7 +43,11 @@ def test_checkpoint_of_a_model_type_no_family_serves_is_named(tmp_path):
     with pytest.raises(DdpEvalError, match="unknown family 'nope'"):
         family_for(tmp_path, "nope")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
-    assert family_for(tmp_path) is FAMILY
+    from ddp_eval.models.qwen2_vl import QWEN2_5_VL
+
+    assert family_for(tmp_path) is QWEN2_5_VL and not QWEN2_5_VL.custom_prompts  # VLMEvalKit: use_custom_prompt=False
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    assert family_for(tmp_path) is FAMILY and FAMILY.custom_prompts
 
 
 def test_task_comes_from_the_benchmark_name_or_data_task():

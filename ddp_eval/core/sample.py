@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Sample:
-    index: int
-    image_keys: tuple[int, ...]  # the stored images this row shows, in prompt order (rows may share them)
+    index: int  # the index column's integer, or the row's position where the column is not all integers
+    image_keys: tuple[Hashable, ...]  # the stored images this row shows, in file order (rows may share them)
 
     @property
     def image_group(self) -> Hashable:
@@ -23,11 +23,11 @@ class Sample:
 
 
 class ImageStore(Protocol):
-    def open(self, key: int) -> Any: ...  # a decoded PIL image
+    def open(self, key: Hashable) -> Any: ...  # a decoded PIL image
 
-    def size(self, key: int) -> tuple[int, int]: ...
+    def size(self, key: Hashable) -> tuple[int, int]: ...
 
-    def describe(self, key: int) -> str: ...
+    def describe(self, key: Hashable) -> str: ...
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Reading table cells the way VLMEvalKit does (pandas' missing values, integer indices); pure."""
+"""Reading table cells the way VLMEvalKit does (pandas' missing values, indices, printed lists); pure."""
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -22,28 +24,59 @@ def optional_str(value: Any) -> str | None:
     return None if is_missing(value) else str(value)
 
 
-def as_index(value: Any, source: str, pos: int) -> int:
+def integer_index(value: Any) -> int | None:
+    """The integer an index cell holds (3, 3.0, "3"), else None ("VD_chart_1_0_0_0", 2.5, missing)."""
+    if isinstance(value, bool) or is_missing(value):
+        return None
     try:
         number = float(value)
-        if number != int(number):
-            raise ValueError
-        return int(number)
     except (TypeError, ValueError):
-        raise DdpEvalError(f"{source}: row {pos + 1} has a non-integer index {value!r}") from None
+        return None
+    return int(number) if number.is_integer() else None
 
 
-def check_unique(indices: list[int], source: str) -> None:
-    seen: set[int] = set()
-    dupes = sorted({i for i in indices if i in seen or seen.add(i)})
+def sample_indices(values: Sequence[Any], source: str) -> list[int]:
+    """Each row's `Sample.index`: the index column's values when all are integers (MMBench keys its
+    circular copies by them), else the row positions. The table keeps the original column either way,
+    so a string index (HallusionBench encodes set, figure and question in it) reaches scoring and
+    predictions.tsv unchanged."""
+    check_unique(list(values), source)
+    numbers = [integer_index(v) for v in values]
+    if all(n is not None for n in numbers):
+        check_unique(numbers, source)
+        return numbers
+    return list(range(len(values)))
+
+
+def check_unique(indices: list, source: str) -> None:
+    seen: set = set()
+    dupes = sorted({str(i) for i in indices if i in seen or seen.add(i)})
     if dupes:
-        shown = ", ".join(map(str, dupes[:20]))
+        shown = ", ".join(dupes[:20])
         raise DdpEvalError(f"{source}: duplicate index value(s) {shown}; every row needs its own index")
 
 
-def check_columns(table: pd.DataFrame, needed: list[str], source: str) -> None:
-    """An error naming the missing and the found columns."""
+def cell_list(text: str) -> list[str]:
+    """VLMEvalKit's `toliststr`: a cell printed as a Python list ("['aGVs...', 'bG8...']") gives its items
+    as text, any other text is one item. Parsed with ast.literal_eval, never eval; ValueError if the
+    brackets hold no list of plain values."""
+    if len(text) > 1 and text[0] == "[" and text[-1] == "]":
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise ValueError("starts with [ and ends with ] but is no Python list of plain values") from None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"starts with [ and ends with ] but holds a {type(value).__name__}, not a list")
+        return [str(x) for x in value]
+    return [text]
+
+
+def check_columns(table: pd.DataFrame, needed: list[str], source: str, who: str = "") -> None:
+    """An error naming the missing and the found columns (and who needs them)."""
     missing = [c for c in needed if c not in table.columns]
     if missing:
+        needs = f" ({who} needs {', '.join(needed)})" if who else ""
         raise DdpEvalError(
-            f"{source}: missing required column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
+            f"{source}: missing required column(s) {', '.join(missing)}{needs}; "
+            f"found {', '.join(map(str, table.columns))}"
         )

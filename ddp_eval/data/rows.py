@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,5 +15,5 @@ class RawRows:
     name: str  # the file's stem (a benchmark name replaces it)
     source: str  # the path, for messages
     table: pd.DataFrame  # every column but the images, one row per sample, file order
-    image_keys: list[tuple[int, ...]]  # per table row: the stored images it shows, in order
+    image_keys: list[tuple[Hashable, ...]]  # per table row: the stored images it shows, in order
     images: ImageStore

@@ -87,16 +87,34 @@ class ModelFamily(ABC):
     features: tuple[Feature, ...] = ()
     default_pixels: tuple[int, int]  # (min, max) as VLMEvalKit sets them for this family
 
-    def pixels(self, cfg: ModelConfig, settings: TaskSettings) -> Pixels:
-        low = settings.min_pixels or cfg.min_pixels or self.default_pixels[0]
-        high = settings.max_pixels or cfg.max_pixels or self.default_pixels[1]
+    def pixels(self, cfg: Config, settings: TaskSettings, benchmark: str = "") -> Pixels:
+        """The bounds a run on `benchmark` resizes within: what the user set (model.min_pixels / max_pixels),
+        else the family's own setting for that benchmark, else the task's, else the family's default."""
+        own = self.benchmark_pixels(benchmark)
+
+        def pick(key: str, task_value: int | None, own_value: int | None, default: int) -> int:
+            value = getattr(cfg.model, key)
+            if cfg.is_set(f"model.{key}") and value is not None:
+                return value
+            return own_value or task_value or value or default
+
+        low = pick("min_pixels", settings.min_pixels, own[0], self.default_pixels[0])
+        high = pick("max_pixels", settings.max_pixels, own[1], self.default_pixels[1])
         if high < low:
             raise DdpEvalError(f"model.min_pixels ({low}) must be <= model.max_pixels ({high})")
         return Pixels(low, high)
 
+    def benchmark_pixels(self, benchmark: str) -> tuple[int | None, int | None]:
+        """(min, max) pixels VLMEvalKit's wrapper for this family sets for one benchmark (None: no setting)."""
+        return None, None
+
     def content(self, task: Task, sample: Sample, benchmark: str) -> Content:
         """The prompt this family is given for a row: the benchmark's own, unless the family builds its own."""
         return task.content(sample, benchmark)
+
+    def render(self, processor: Any, content: Content) -> str:
+        """The text the model reads for this prompt (the chat template applied), for `ddp_eval prompts`."""
+        raise DdpEvalError(f"the {self.name} family cannot show its chat-template text")
 
     @abstractmethod
     def load_processor(self, cfg: ModelConfig, pixels: Pixels) -> Any: ...

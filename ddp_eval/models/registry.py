@@ -1,7 +1,8 @@
 """Model families by name, and config.json's `model_type` -> family; each family imported when chosen.
 
 To add a family: write its folder under models/ (a module-level FAMILY, a ModelFamily) and add a line
-to FAMILIES with the model types it serves.
+to FAMILIES with the model types it serves. A folder serving several families (Qwen2-VL and Qwen2.5-VL
+differ only in their prompts) names the object after a colon: "ddp_eval.models.qwen2_vl:QWEN2_5_VL".
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.base import ModelFamily
 
-# family name -> (module holding FAMILY, config.json model_type values it serves)
+# family name -> (module holding FAMILY, or module:OBJECT; config.json model_type values it serves)
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "qwen2_vl": ("ddp_eval.models.qwen2_vl", ("qwen2_vl", "qwen2_5_vl")),
+    "qwen2_vl": ("ddp_eval.models.qwen2_vl", ("qwen2_vl",)),
+    "qwen2_5_vl": ("ddp_eval.models.qwen2_vl:QWEN2_5_VL", ("qwen2_5_vl",)),
 }
 
 
@@ -42,7 +44,8 @@ def model_type(model_dir: Path) -> str:
 def family_named(name: str) -> ModelFamily:
     if name not in FAMILIES:
         raise DdpEvalError(f"model.family: unknown family {name!r} (known: {', '.join(sorted(FAMILIES))})")
-    return importlib.import_module(FAMILIES[name][0]).FAMILY
+    module, _, attribute = FAMILIES[name][0].partition(":")
+    return getattr(importlib.import_module(module), attribute or "FAMILY")
 
 
 def family_for(model_dir: Path, family: str | None = None) -> ModelFamily:

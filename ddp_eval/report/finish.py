@@ -23,15 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, manifest: dict | None = None,
-           title: str = "") -> dict | None:
-    """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics."""
+           title: str = "", benchmark: str | None = None) -> dict | None:
+    """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics.
+    `benchmark` picks the task's rules (MME, POPE, ... score differently); by default the manifest's."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if benchmark is None:
+        benchmark = (manifest or {}).get("benchmark") or ""
     table = task.normalize_columns(table)
     failures = write_failures(table, out_dir)
     if failures:
         log.warning("%d rows failed (counted as wrong); listed in %s", failures[0], failures[1])
     if task.answer_status(table) == "none":
-        table = task.extract_only(table)
+        table = task.extract_only(table, benchmark)
         write_predictions(table, out_dir)
         path = write_submission(table, out_dir)
         log.warning("the benchmark has no answers (a test split): scoring skipped; submit %s", path)
@@ -40,9 +43,9 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
         write_predictions(table, out_dir)
         log.info("scoring.enabled is false: wrote predictions only")
         return None
-    table, metrics = task.score(table)
+    table, metrics = task.score(table, benchmark)
     metrics["failed"] = failures[0] if failures else 0
-    tables, headline = task.tables(metrics), task.headline(metrics)
+    tables, headline = task.tables(metrics, benchmark), task.headline(metrics, benchmark)
     write_predictions(table, out_dir)
     write_metrics(metrics, tables, out_dir)
     charts = write_charts(tables, out_dir)

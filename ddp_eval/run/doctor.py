@@ -94,7 +94,7 @@ def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
 
         family = family_for(Path(cfg.model.path), cfg.model.family)
         model_cfg = AutoConfig.from_pretrained(cfg.model.path)
-        family.load_processor(cfg.model, family.pixels(cfg.model, TaskSettings()))
+        family.load_processor(cfg.model, family.pixels(cfg, TaskSettings()))
         lines.append(_line("ok", f"model {cfg.model.path}: {model_cfg.model_type} config and processor load; "
                                  f"model family {family.name}"))
         version = transformers_version()

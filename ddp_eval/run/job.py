@@ -51,7 +51,7 @@ def transformers_version() -> str:
 def plan_job(cfg: Config, benchmark: Benchmark) -> Job:
     task = get_task(benchmark.task)
     family = family_for(Path(cfg.model.path), cfg.model.family)
-    pixels = family.pixels(cfg.model, task.settings(benchmark.name))
+    pixels = family.pixels(cfg, task.settings(benchmark.name), task.rules(benchmark.name))
     speed = resolve_speed(cfg, family, transformers_version())
     costs = family.costs(benchmark, task, pixels)
     plan = plan_batches(costs, cfg.run.batch_size, cfg.run.batch_tokens,

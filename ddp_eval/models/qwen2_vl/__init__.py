@@ -3,4 +3,5 @@ every speed feature (vision reuse, prefix reuse, packed vision attention, decode
 
 from ddp_eval.models.qwen2_vl.family import Qwen2VLFamily
 
-FAMILY = Qwen2VLFamily()
+FAMILY = Qwen2VLFamily("qwen2_vl", ("qwen2_vl",), custom_prompts=True)  # VLMEvalKit: use_custom_prompt=True
+QWEN2_5_VL = Qwen2VLFamily("qwen2_5_vl", ("qwen2_5_vl",), custom_prompts=False)  # its configs set it False

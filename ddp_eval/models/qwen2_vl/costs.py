@@ -6,7 +6,7 @@ text only and fails with its reason when its batch is prepared.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from ddp_eval.core.sample import Benchmark, Sample
 from ddp_eval.errors import DdpEvalError
@@ -18,7 +18,7 @@ def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: i
     """Approximate prompt tokens per row: image tokens after resizing + the prompt text's length / 4."""
     from qwen_vl_utils import smart_resize
 
-    image_tokens: dict[int, int] = {}
+    image_tokens: dict[Hashable, int] = {}
     costs = {}
     for s in benchmark.samples:
         for key in s.image_keys:

@@ -1,4 +1,6 @@
-"""The Qwen2-VL family object: what the runner asks of a model family, answered for Qwen2-VL / 2.5-VL."""
+"""The Qwen2-VL family objects: what the runner asks of a model family, answered for Qwen2-VL and for
+Qwen2.5-VL. The two differ only in their prompts, as VLMEvalKit's configs do: Qwen2-VL uses the
+wrapper's own prompts (`use_custom_prompt=True`), Qwen2.5-VL the datasets' (`use_custom_prompt=False`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from ddp_eval.tasks.base import Content, Task, prompt_text
 
 # transformers versions every patch below was tested on (5.17 on the GPU, 5.24 on the CPU).
 TESTED = ("5.17", "5.24")
+# VLMEvalKit's Qwen2-VL wrapper (both families use it) lowers min_pixels for OCRBench alone.
+OCRBENCH_MIN_PIXELS = 10 * 10 * 28 * 28
 
 
 class Qwen2VLFamily(ModelFamily):
-    name = "qwen2_vl"
-    model_types = ("qwen2_vl", "qwen2_5_vl")
     default_pixels = (1280 * 28 * 28, 16384 * 28 * 28)  # VLMEvalKit's min/max pixels for Qwen2-VL
     features = (
         Feature("reuse_vision", "the vision tower encodes each distinct image of a batch once", TESTED),
@@ -27,10 +29,27 @@ class Qwen2VLFamily(ModelFamily):
         Feature("compile_vision", "torch.compile of the vision blocks", None),
     )
 
-    def content(self, task: Task, sample: Sample, benchmark: str) -> Content:
-        from ddp_eval.models.qwen2_vl.prompt import custom_content
+    def __init__(self, name: str, model_types: tuple[str, ...], custom_prompts: bool) -> None:
+        self.name = name
+        self.model_types = model_types
+        self.custom_prompts = custom_prompts
 
-        return custom_content(task.prompt_kind, sample) or task.content(sample, benchmark)
+    def benchmark_pixels(self, benchmark: str) -> tuple[int | None, int | None]:
+        return (OCRBENCH_MIN_PIXELS, None) if benchmark == "OCRBench" else (None, None)
+
+    def content(self, task: Task, sample: Sample, benchmark: str) -> Content:
+        if self.custom_prompts:
+            from ddp_eval.models.qwen2_vl.prompt import custom_content
+
+            custom = custom_content(task.prompt_kind, sample, task.rules(benchmark) or None)
+            if custom is not None:
+                return custom
+        return task.content(sample, benchmark)
+
+    def render(self, processor, content: Content) -> str:
+        from ddp_eval.models.qwen2_vl.preprocess import chat_text
+
+        return chat_text(processor, content)
 
     def load_processor(self, cfg: ModelConfig, pixels: Pixels):
         from ddp_eval.models.qwen2_vl.load import load_processor

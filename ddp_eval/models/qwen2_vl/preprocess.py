@@ -1,6 +1,12 @@
 """Planned batch -> Qwen2-VL inputs on the CPU: decode images, resize (qwen_vl_utils), chat template,
 processor; with vision reuse each distinct image once, with prefix reuse the shared prefixes split off.
 
+A row may show several images (MMMU): they go in the order its prompt names them, each expanded to its
+own token count. With vision reuse the batch carries each distinct image once and `image_map` says,
+per image shown (sequence by sequence, in prompt order), which distinct image it is. With prefix reuse
+rows share a prefix only if they show the same images in the same order and the prefix holds all of
+their image tokens, so each row's own suffix is plain text.
+
 Runs inside DataLoader workers so that decoding and preprocessing overlap generation. A row whose
 image cannot be used (missing, not base64, undecodable, 0 pixels, absurd aspect ratio) is set aside
 with the reason; the rest of the batch goes on.
@@ -8,7 +14,7 @@ with the reason; the rest of the batch goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import astuple, dataclass
 from typing import Any
 
@@ -36,8 +42,9 @@ class SuffixInputs:
 
 @dataclass
 class SharedImages:
-    """With vision reuse: `pixel_values` hold each distinct image once; sequence i shows image image_map[i]
-    (a sequence is a row, or with prefix reuse a shared prefix, whose rows are in `suffix`)."""
+    """With vision reuse: `pixel_values` hold each distinct image once; the j-th image shown in the batch
+    (sequence by sequence, in prompt order) is distinct image image_map[j] (a sequence is a row, or with
+    prefix reuse a shared prefix, whose rows are in `suffix`)."""
     image_map: list[int]
     unique_grid_thw: torch.Tensor
     suffix: SuffixInputs | None = None
@@ -48,7 +55,7 @@ class SharedImages:
         return self
 
 
-def resized_image(benchmark: Benchmark, key: int, min_pixels: int, max_pixels: int):
+def resized_image(benchmark: Benchmark, key: Hashable, min_pixels: int, max_pixels: int):
     from qwen_vl_utils import fetch_image
 
     image = benchmark.images.open(key)
@@ -62,6 +69,15 @@ def chat_messages(content: Content) -> list[dict[str, Any]]:
     """One user turn in the chat-template format: image placeholders and text, in the prompt's order."""
     return [{"role": "user", "content": [{"type": "image"} if item["type"] == "image" else dict(item)
                                          for item in content]}]
+
+
+def chat_text(processor, content: Content) -> str:
+    """The prompt as the model reads it: the chat template applied, one image placeholder per image."""
+    return processor.apply_chat_template(chat_messages(content), tokenize=False, add_generation_prompt=True)
+
+
+def shown_images(content: Content) -> tuple[Hashable, ...]:
+    return tuple(item["image"] for item in content if item["type"] == "image")
 
 
 @dataclass
@@ -78,65 +94,75 @@ class Preprocess:
     reuse_prefix: bool = False
 
     def __call__(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
-        processor, benchmark = self.processor, self.benchmark
-        texts, keys, ok, failed = [], [], [], {}
-        images: dict[int, Any] = {}  # image key -> resized image, decoded once per batch
+        benchmark = self.benchmark
+        texts, shown, ok, failed = [], [], [], {}
+        images: dict[Hashable, Any] = {}  # image key -> resized image, decoded once per batch
         for index in indices:
             sample = benchmark.by_index[index]
-            if len(sample.image_keys) != 1:
-                failed[index] = (f"row index {index} shows {len(sample.image_keys)} images; this model family's "
-                                 "inputs take exactly one image per row")
+            content = self.content(sample)
+            keys = shown_images(content)
+            if not keys:
+                failed[index] = f"row index {index} shows no image; this model family's inputs need one at least"
                 continue
-            key = sample.image_keys[0]
             try:
-                if key not in images:
-                    images[key] = resized_image(benchmark, key, self.min_pixels, self.max_pixels)
+                for key in keys:
+                    if key not in images:
+                        images[key] = resized_image(benchmark, key, self.min_pixels, self.max_pixels)
             except DdpEvalError as err:
                 failed[index] = str(err)
                 continue
             ok.append(index)
-            keys.append(key)
-            texts.append(processor.apply_chat_template(chat_messages(self.content(sample)), tokenize=False,
-                                                       add_generation_prompt=True))
+            shown.append(keys)
+            texts.append(chat_text(self.processor, content))
         batch = PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=None, failed=failed,
                               choices=[self.choices(benchmark.by_index[i]) for i in ok])
         if not ok:
             return batch
         if not self.reuse_vision:
-            batch.inputs = processor(text=texts, images=[images[k] for k in keys], padding=True,
-                                     return_tensors="pt")
+            batch.inputs = self.processor(text=texts, images=[images[k] for keys in shown for k in keys],
+                                          padding=True, return_tensors="pt")
             return batch
-        return _with_shared_images(processor, batch, texts, keys, images, self.reuse_prefix)
+        return _with_shared_images(self.processor, batch, texts, shown, images, self.reuse_prefix)
 
 
-def _with_shared_images(processor, batch: PreparedBatch, texts: list[str], keys: list[int],
-                        images: dict[int, Any], reuse_prefix: bool) -> PreparedBatch:
-    """Each distinct image preprocessed once; each row's text expanded to its image's token count,
-    as the processor itself expands it."""
-    distinct = list(dict.fromkeys(keys))
+def _with_shared_images(processor, batch: PreparedBatch, texts: list[str], shown: list[tuple[Hashable, ...]],
+                        images: dict[Hashable, Any], reuse_prefix: bool) -> PreparedBatch:
+    """Each distinct image preprocessed once; each row's text expanded to its images' token counts, image
+    by image, as the processor itself expands it."""
+    distinct = list(dict.fromkeys(k for keys in shown for k in keys))
+    position = {k: i for i, k in enumerate(distinct)}
     image_inputs = processor.image_processor(images=[images[k] for k in distinct], return_tensors="pt")
     grid = image_inputs["image_grid_thw"]
     merge = processor.image_processor.merge_size
     n_tokens = (grid.prod(-1) // merge**2).tolist()
     token = processor.image_token
-    texts = [t.replace(token, token * n_tokens[distinct.index(k)]) for t, k in zip(texts, keys)]
+    texts = [_expand(t, token, [n_tokens[position[k]] for k in keys]) for t, keys in zip(texts, shown)]
     # The processor refuses image tokens without images, so tokenize as it would after expanding.
     suffix = None
     if reuse_prefix:
         rows = processor.tokenizer(texts)["input_ids"]
-        shared = split_shared_prefixes(rows, keys, [_image_end(r, processor.image_token_id) for r in rows])
-        image_map = [distinct.index(k) for k in shared.image_key]
+        shared = split_shared_prefixes(rows, shown, [_image_end(r, processor.image_token_id) for r in rows])
+        sequences = [[position[k] for k in keys] for keys in shared.image_key]
         inputs = _padded(processor, shared.prefixes)
-        suffix = _suffix_inputs(processor, shared, grid, image_map, merge)
+        suffix = _suffix_inputs(processor, shared, grid, sequences, merge)
     else:
-        image_map = [distinct.index(k) for k in keys]
+        sequences = [[position[k] for k in keys] for keys in shown]
         inputs = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    image_map = [i for images_of in sequences for i in images_of]
     if "mm_token_type_ids" in processor.model_input_names:  # newer transformers: 1 marks image tokens
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == processor.image_token_id).to(inputs["input_ids"].dtype)
     inputs["pixel_values"] = image_inputs["pixel_values"]
-    inputs["image_grid_thw"] = grid[image_map]  # per sequence: the language model's rotary positions need it
+    inputs["image_grid_thw"] = grid[image_map]  # per image shown: the language model's rotary positions need it
     batch.inputs, batch.extras = inputs, SharedImages(image_map, grid, suffix)
     return batch
+
+
+def _expand(text: str, token: str, counts: list[int]) -> str:
+    """Each image placeholder of `text` repeated to its image's token count, in order."""
+    parts = text.split(token)
+    if len(parts) != len(counts) + 1:
+        raise DdpEvalError(f"the prompt holds {len(parts) - 1} image placeholders for {len(counts)} images")
+    return parts[0] + "".join(token * n + part for n, part in zip(counts, parts[1:]))
 
 
 def _image_end(ids: list[int], image_token_id: int) -> int:
@@ -148,9 +174,10 @@ def _padded(processor, rows: list[list[int]]):
     return processor.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
 
 
-def _suffix_inputs(processor, shared: SharedPrefixes, grid, prefix_image: list[int], merge: int) -> SuffixInputs:
+def _suffix_inputs(processor, shared: SharedPrefixes, grid, prefix_images: list[list[int]],
+                   merge: int) -> SuffixInputs:
     suffix = _padded(processor, shared.suffixes)
-    shift = [rope_shift([tuple(grid[m].tolist())], merge) for m in prefix_image]
+    shift = [rope_shift([tuple(grid[m].tolist()) for m in images_of], merge) for images_of in prefix_images]
     start = [len(shared.prefixes[p]) + shift[p] for p in shared.owner]
     return SuffixInputs(input_ids=suffix["input_ids"], attention_mask=suffix["attention_mask"],
                         owner=torch.tensor(shared.owner), position_start=torch.tensor(start))

@@ -1,17 +1,20 @@
 """A multiple-choice row: question, optional hint, options by letter, answer, categories.
 
-Read as VLMEvalKit reads a row: a missing option cell is no option, a missing hint is no hint.
+Read as VLMEvalKit reads a row: a missing option cell is no option, a missing hint is no hint. MMMU's
+open questions have no options and a free-text answer (scoring turns them into a two-option question,
+`score.mmmu_choices`); the task says where an answer must be among the options (`check_answers`).
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ddp_eval.core.sample import Sample
-from ddp_eval.data.cells import as_index, check_unique, is_missing, optional_str
+from ddp_eval.data.cells import check_columns, is_missing, optional_str, sample_indices
 from ddp_eval.errors import DdpEvalError
 
 OPTION_LETTERS = tuple(string.ascii_uppercase)
@@ -27,18 +30,18 @@ class McqSample(Sample):
     l2_category: str | None
 
 
-def samples_from_table(table: pd.DataFrame, image_keys: list[tuple[int, ...]], source: str) -> list[McqSample]:
+def samples_from_table(table: pd.DataFrame, image_keys: list[tuple[Hashable, ...]], source: str,
+                       check_answers: bool = True) -> list[McqSample]:
     _check_columns(table, source)
-    indices = [as_index(v, source, pos) for pos, v in enumerate(table["index"])]
-    check_unique(indices, source)
+    indices = sample_indices(list(table["index"]), source)
     letters = [c for c in OPTION_LETTERS if c in table.columns]
     samples = []
     for pos, row in enumerate(table.to_dict("records")):
         options = {c: str(row[c]) for c in letters if not is_missing(row[c])}
         answer = None if is_missing(row.get("answer")) else str(row["answer"]).strip()
-        if answer is not None and answer not in options:
+        if check_answers and answer is not None and answer not in options:
             raise DdpEvalError(
-                f"{source}: row index {indices[pos]} has answer {answer!r}, which is not among its options "
+                f"{source}: row index {row['index']} has answer {answer!r}, which is not among its options "
                 f"{sorted(options)}"
             )
         samples.append(McqSample(
@@ -52,10 +55,7 @@ def samples_from_table(table: pd.DataFrame, image_keys: list[tuple[int, ...]], s
 
 
 def _check_columns(table: pd.DataFrame, source: str) -> None:
-    missing = [c for c in ("index", "question") if c not in table.columns]
+    check_columns(table, ["index", "question"], source, "the mcq task")
     if not any(c in table.columns for c in ("A", "B")):
-        missing.append("A/B (option columns)")
-    if missing:
-        raise DdpEvalError(
-            f"{source}: missing required column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
-        )
+        raise DdpEvalError(f"{source}: missing required column(s) A/B (option columns); found "
+                           f"{', '.join(map(str, table.columns))}")

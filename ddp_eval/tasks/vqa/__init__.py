@@ -1,0 +1,1 @@
+"""Short-answer VQA benchmarks (TextVQA, DocVQA, ChartQA, OCRBench): prompts and VLMEvalKit scoring."""

@@ -1,0 +1,65 @@
+"""Reading VLMEvalKit's TSVs: a non-UTF-8 file names the bad byte's offset and line, an image cell may
+hold a printed list of images (never eval'd), image_path likewise, string indices keep their references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tiny_benchmarks import image_b64
+
+from ddp_eval.data.cells import cell_list, sample_indices
+from ddp_eval.data.tsv import load_tsv, read_table
+from ddp_eval.errors import DdpEvalError
+
+
+def test_non_utf8_file_names_the_bad_bytes_offset_in_the_file_and_its_line(tmp_path):
+    header = "index\tquestion\tA\tB\timage\n"
+    first = "0\t" + "q" * 40 + "\tx\ty\tabc\n"
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes((header + first).encode() + "1\tcaf\xe9\tx\ty\tabc\n".encode("latin-1"))
+    offset = len(header) + len(first) + len("1\tcaf")
+    with pytest.raises(DdpEvalError, match=rf"invalid continuation byte: byte 0xe9 at byte offset {offset}, line 3\)"):
+        read_table(bad)
+
+
+def test_cell_list_parses_printed_lists_literally_and_leaves_other_text():
+    assert cell_list("['aGVsbG8=', 'd29ybGQ=']") == ["aGVsbG8=", "d29ybGQ="]
+    assert cell_list("aGVsbG8=") == ["aGVsbG8="]
+    with pytest.raises(ValueError, match="no Python list"):
+        cell_list("[__import__('os').system('true')]")
+
+
+def test_integer_indices_are_kept_and_any_other_index_column_gives_row_positions():
+    assert sample_indices([3, 1_000_003, 5.0], "f") == [3, 1_000_003, 5]
+    assert sample_indices(["VD_1", "VD_2", 7], "f") == [0, 1, 2]
+    with pytest.raises(DdpEvalError, match="duplicate index value"):
+        sample_indices(["a", "a"], "f")
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_several_images_from_image_path_lists_relative_to_the_tsv(tmp_path):
+    (tmp_path / "img").mkdir()
+    for name, size in (("a.png", (30, 20)), ("b.png", (40, 25))):
+        Image.new("RGB", size, "blue").save(tmp_path / "img" / name)
+    rows = write_rows(tmp_path / "b.tsv", [{"index": 7, "question": "q", "image_path": "['img/a.png', 'img/b.png']"},
+                                           {"index": 8, "question": "q", "image_path": "img/b.png"}])
+    raw = load_tsv(rows)
+    assert raw.image_keys == [((7, 0), (7, 1)), (8,)]
+    assert [raw.images.open(k).size for k in raw.image_keys[0]] == [(30, 20), (40, 25)]
+
+
+def test_a_reference_to_a_multi_image_row_shows_all_its_images_and_a_bad_list_is_named(tmp_path):
+    two = str([image_b64(1), image_b64(2)])
+    raw = load_tsv(write_rows(tmp_path / "b.tsv", [{"index": "x_1", "image": two}, {"index": "x_2", "image": "x_1"}]))
+    assert raw.image_keys == [(("x_1", 0), ("x_1", 1))] * 2
+    bad = "[" + "'" + image_b64(1) + "', oops]"
+    with pytest.raises(DdpEvalError, match="row index 3: the image cell starts with"):
+        load_tsv(write_rows(tmp_path / "c.tsv", [{"index": 3, "image": bad}]))
