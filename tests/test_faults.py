@@ -193,3 +193,49 @@ def test_dry_run_names_a_missing_model_before_anything_else(config_file, tmp_pat
     done = cli("--config", config_file, "--dry-run", "--set", f"model.path={tmp_path / 'absent'}",
                "--set", "data.path=MMBench_DEV_EN", "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert done.returncode == 2 and "model.path: no model directory" in done.stderr
+
+
+def test_an_image_too_elongated_for_the_pixel_bounds_fails_its_row_saying_so(make_config, single_process,
+                                                                            tmp_path):
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    def b64(size):
+        buf = io.BytesIO()
+        Image.new("RGB", size, "red").save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    rows = [{"index": i, "question": "q", "A": "x", "B": "y", "answer": "A", "image": b64(size)}
+            for i, size in enumerate([(4000, 50), (64, 64)])]
+    path = tmp_path / "thin.tsv"
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    out = tmp_path / "out"
+    run(make_config(f"run.output_dir={out}", data=path), single_process, QUIET)
+    failures = pd.read_csv(out / "failures.tsv", sep="\t")
+    assert list(failures["index"]) == [0]
+    assert "4000x50 image resized within model.min_pixels=3136 and model.max_pixels=50176 keeps no pixels" \
+        in failures["error"][0]
+
+
+def test_score_refuses_an_empty_table_and_a_duplicated_index(tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("index\tquestion\tA\tB\tanswer\tprediction\n")
+    done = cli("score", empty)
+    assert done.returncode == 2 and "has no rows" in done.stderr
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("index\tquestion\tA\tB\tanswer\tprediction\n1\tq\tx\ty\tA\tA\n1\tq\tx\ty\tA\tB\n")
+    done = cli("score", dup)
+    assert done.returncode == 2 and "index 1 appears more than once" in done.stderr
+
+
+def test_indices_beyond_float_precision_stay_apart_and_copies_without_an_original_are_no_circular_eval():
+    from ddp_eval.data.cells import integer_index
+    from ddp_eval.tasks.mcq.metrics import ScoredRow, has_circular
+
+    assert integer_index("9007199254740993") != integer_index("9007199254740992")
+    assert integer_index("inf") is None and integer_index(float("inf")) is None
+    assert not has_circular([ScoredRow(9007199254740993, "c", "l", True), ScoredRow(9007199254740992, "c", "l",
+                                                                                      False)])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +30,16 @@ def integer_index(value: Any) -> int | None:
     """The integer an index cell holds (3, 3.0, "3"), else None ("VD_chart_1_0_0_0", 2.5, missing)."""
     if isinstance(value, bool) or is_missing(value):
         return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)  # exact, however long (a float would merge indices above 2**53)
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return int(number) if number.is_integer() else None
+    # inf and nan are no integers; a float beyond 2**53 no longer says which integer it was
+    return int(number) if number.is_integer() and abs(number) < 2**53 else None
 
 
 def sample_indices(values: Sequence[Any], source: str) -> list[int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddp_eval.errors import DdpEvalError
 from ddp_eval.report.charts import write_charts
 from ddp_eval.report.writers import (
     format_summary,
@@ -22,6 +23,18 @@ from ddp_eval.tasks.base import Task
 log = logging.getLogger(__name__)
 
 
+def check_rows(table: pd.DataFrame, what: str) -> None:
+    """A predictions table to score has rows, and each index once (two rows of one index would both count)."""
+    if table.empty:
+        raise DdpEvalError(f"{what}: the predictions table has no rows; nothing to score")
+    if "index" in table.columns:
+        counts = table["index"].astype(str).value_counts()
+        dupes = sorted(counts[counts > 1].index)
+        if dupes:
+            raise DdpEvalError(f"{what}: index {', '.join(dupes[:10])}{' ...' if len(dupes) > 10 else ''} appears more "
+                               "than once; every row of a predictions file needs its own index")
+
+
 def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, manifest: dict | None = None,
            title: str = "", benchmark: str | None = None) -> dict | None:
     """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics.
@@ -30,6 +43,7 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
     if benchmark is None:
         benchmark = (manifest or {}).get("benchmark") or ""
     table = task.normalize_columns(table)
+    check_rows(table, title or benchmark or str(out_dir))
     failures = write_failures(table, out_dir)
     if failures:
         log.warning("%d rows failed (counted as wrong); listed in %s", failures[0], failures[1])

@@ -62,6 +62,11 @@ def resized_image(benchmark: Benchmark, key: Hashable, min_pixels: int, max_pixe
     try:
         return fetch_image({"image": image, "min_pixels": min_pixels, "max_pixels": max_pixels})
     except ValueError as err:  # e.g. aspect ratio beyond what the processor accepts
+        if "must be > 0" in str(err):  # qwen_vl_utils' words when a side rounds down to nothing
+            raise DdpEvalError(f"{benchmark.images.describe(key)}: a {image.width}x{image.height} image resized "
+                               f"within model.min_pixels={min_pixels} and model.max_pixels={max_pixels} keeps no "
+                               "pixels on its short side (too elongated for these bounds); raise model.max_pixels "
+                               "or drop the row") from None
         raise DdpEvalError(f"{benchmark.images.describe(key)}: {err}") from None
 
 

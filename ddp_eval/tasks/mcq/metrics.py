@@ -39,8 +39,10 @@ def group_of(row: ScoredRow) -> int:
 
 
 def has_circular(rows: Iterable[ScoredRow]) -> bool:
-    """Whether any row is a circular copy of another (a negative or small index never is)."""
-    return any(group_of(r) != r.index for r in rows)
+    """Whether any row is a circular copy of another row present (a negative or small index never is)."""
+    rows = list(rows)
+    present = {r.index for r in rows}
+    return any(group_of(r) != r.index and group_of(r) in present for r in rows)
 
 
 def accuracy(rows: list[ScoredRow]) -> dict:
