@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddp_eval.config import load_config  # noqa: E402
 from ddp_eval.demo import build_processor, build_tokenizer, token_ids, write_tsv  # noqa: E402
-from ddp_eval.dist.group import DistInfo  # noqa: E402
-from ddp_eval.dist.log import setup_logging  # noqa: E402
+from ddp_eval.distributed.group import DistInfo  # noqa: E402
+from ddp_eval.distributed.log import setup_logging  # noqa: E402
 from ddp_eval.run.job import plan_job  # noqa: E402
 from ddp_eval.run.runner import Options, load_backend, run  # noqa: E402
 from ddp_eval.tasks.load import load_benchmark  # noqa: E402

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from ddp_eval.dist.env import env_rank, launched_by_torchrun
-from ddp_eval.dist.launcher import end_with_parent
-from ddp_eval.dist.stop import Stopped, stop_at_once_on_signals
+from ddp_eval.distributed.env import env_rank, launched_by_torchrun
+from ddp_eval.distributed.launcher import end_with_parent
+from ddp_eval.distributed.stop import Stopped, stop_at_once_on_signals
 from ddp_eval.errors import DdpEvalError
 
 PROCESS_START = time.perf_counter()  # torch and transformers load later, inside the commands
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from ddp_eval.config import load_config
-    from ddp_eval.dist.group import distributed, read_env
-    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.distributed.group import distributed, read_env
+    from ddp_eval.distributed.log import setup_logging
     from ddp_eval.run.runner import Options, run
 
     cfg = load_config(args.config, args.overrides)
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> None:
     from ddp_eval.data.tsv import read_table
-    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.distributed.log import setup_logging
     from ddp_eval.report.finish import finish
     from ddp_eval.tasks.registry import DEFAULT_TASK, benchmark_in_name, benchmark_spec, get_task, unknown_benchmark
 
@@ -178,7 +178,7 @@ def _prompts(args: argparse.Namespace) -> None:
     import json
 
     from ddp_eval.config import load_config
-    from ddp_eval.dist.log import setup_logging
+    from ddp_eval.distributed.log import setup_logging
     from ddp_eval.run.prompts import prompt_lines
 
     setup_logging(0, 1, quiet=True)

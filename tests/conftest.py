@@ -9,7 +9,7 @@ import torch
 
 from ddp_eval.config import load_config
 from ddp_eval.demo import build_benchmark_rows, build_checkpoint, write_tsv
-from ddp_eval.dist.group import DistInfo
+from ddp_eval.distributed.group import DistInfo
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -59,7 +59,7 @@ def test_a_rank_stalled_at_start_up_is_named_with_its_host(tmp_path):
     script = tmp_path / "stall.py"
     script.write_text(textwrap.dedent("""
         import time
-        from ddp_eval.dist.group import checkpoint, distributed
+        from ddp_eval.distributed.group import checkpoint, distributed
         from ddp_eval.errors import DdpEvalError
         with distributed(60) as info:
             if info.rank == 1:

@@ -1,4 +1,4 @@
-"""One run per output dir (store/lock.py) and ranks that end with their launcher (dist/launcher.py).
+"""One run per output dir (store/lock.py) and ranks that end with their launcher (distributed/launcher.py).
 
 Every test uses real processes: record locks and parent-death signals are per-process kernel state.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ddp_eval.dist import launcher as launcher_watch
+from ddp_eval.distributed import launcher as launcher_watch
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.store import lock as lock_module
 from ddp_eval.store.lock import HOLDER_MAX_BYTES, LOCK_FILE_NAME, OutputDirLock, read_holder
@@ -168,7 +168,7 @@ def test_holder_fields_too_large_are_left_out_but_identity_is_kept(tmp_path):
 
 WATCHED_CHILD = """
 import sys, time
-from ddp_eval.dist.launcher import end_with_parent
+from ddp_eval.distributed.launcher import end_with_parent
 if sys.argv[1] == "watch":
     assert end_with_parent()
 print("ready", flush=True)
@@ -219,7 +219,7 @@ def test_rank_in_its_own_session_ends_when_its_launcher_is_killed():
 
 SELF_SIGNAL = """
 import os, signal
-from ddp_eval.dist.launcher import end_with_parent
+from ddp_eval.distributed.launcher import end_with_parent
 got = []
 signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
 parents = iter([os.getppid(), 1])  # the parent dies (we are adopted) while the request is being made

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ddp_eval.config import load_config
-from ddp_eval.dist.progress import JobProgress
+from ddp_eval.distributed.progress import JobProgress
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.runner import Options, run
 from ddp_eval.store.shards import ShardWriter, shard_path

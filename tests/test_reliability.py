@@ -16,7 +16,7 @@ from PIL import Image
 from ddp_eval.backends.hf.backend import predict_batch
 from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.demo import build_benchmark_rows, write_tsv
-from ddp_eval.dist import completion
+from ddp_eval.distributed import completion
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.runner import Options, run
 from ddp_eval.store.atomic import atomic_write_text

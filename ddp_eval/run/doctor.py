@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ddp_eval.dist.group import read_env
+from ddp_eval.distributed.group import read_env
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.common.vision_attention import fa4_problem
 from ddp_eval.store.manifest import git_commit, versions

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.core.plan import PlannedBatch
-from ddp_eval.dist.group import DistInfo
-from ddp_eval.dist.stop import ignore_stop_signals
+from ddp_eval.distributed.group import DistInfo
+from ddp_eval.distributed.stop import ignore_stop_signals
 from ddp_eval.models.base import Preprocessor
 
 

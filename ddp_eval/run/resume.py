@@ -14,8 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ddp_eval.config import to_dict
-from ddp_eval.dist import completion
-from ddp_eval.dist.group import DistInfo, broadcast_object, checkpoint
+from ddp_eval.distributed import completion
+from ddp_eval.distributed.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.job import Job
 from ddp_eval.store.atomic import atomic_write_text

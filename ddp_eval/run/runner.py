@@ -27,10 +27,10 @@ from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs
 from ddp_eval.config import Config
 from ddp_eval.core.plan import skip_done
 from ddp_eval.core.sample import Benchmark
-from ddp_eval.dist import completion
-from ddp_eval.dist.group import DistInfo, broadcast_object, checkpoint
-from ddp_eval.dist.progress import JobProgress
-from ddp_eval.dist.stop import StopFlag
+from ddp_eval.distributed import completion
+from ddp_eval.distributed.group import DistInfo, broadcast_object, checkpoint
+from ddp_eval.distributed.progress import JobProgress
+from ddp_eval.distributed.stop import StopFlag
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.loading import warm_up_device

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddp_eval.dist.group import DistInfo
+from ddp_eval.distributed.group import DistInfo
 from ddp_eval.store.atomic import atomic_write_text
 
 

@@ -1,4 +1,4 @@
-"""torchrun's environment variables, read here and in `dist.group` only (light: no torch import)."""
+"""torchrun's environment variables, read here and in `distributed.group` only (light: no torch import)."""
 
 from __future__ import annotations
 
