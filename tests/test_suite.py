@@ -58,3 +58,28 @@ def test_suite_under_torchrun_gives_every_row_once_and_the_single_process_predic
     for path in (first, second):
         assert predictions(out / path.stem) == predictions(single / path.stem)
     assert "suite summary" in done.stdout
+
+
+def test_every_task_family_under_torchrun_gives_every_row_once_and_the_single_process_predictions(
+        config_file, make_config, single_process, demo_tsv, tmp_path):
+    from helpers import shard_records
+    from tiny_benchmarks import hallusion_rows, mmmu_rows, pope_rows, textvqa_rows, write
+
+    files = [write(pd.read_csv(demo_tsv, sep="\t").head(12).to_dict("records"), tmp_path / "MMBench_DEV_EN.tsv"),
+             write(pope_rows(), tmp_path / "POPE.tsv"), write(hallusion_rows(), tmp_path / "HallusionBench.tsv"),
+             write(textvqa_rows(), tmp_path / "TextVQA_VAL.tsv"), write(mmmu_rows(), tmp_path / "MMMU_DEV_VAL.tsv")]
+    names = f"data.benchmarks=[{', '.join(map(str, files))}]"
+    single = tmp_path / "single"
+    run(make_config("data.path=", names, "run.batch_size=4", f"run.output_dir={single}"), single_process, QUIET)
+    out = tmp_path / "w2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_eval",
+           "--config", str(config_file), "--quiet", "--set", "data.path=", "--set", names,
+           "--set", f"run.output_dir={out}"]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["status"] for r in summary] == ["ok"] * len(files), summary
+    for path in files:
+        assert predictions(out / path.stem) == predictions(single / path.stem)
+        records = shard_records(out / path.stem)
+        assert len(records) == len({r["index"] for r in records}) == len(predictions(single / path.stem))
