@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from throughput import SIZES, _image, base_overrides, batch1_loop, build_model, cli_pass, pd_predictions  # noqa: E402
+from throughput import SIZES, _image, base_overrides, batch1_loop, build_model, build_rows, cli_pass, pd_predictions  # noqa: E402
 
 from ddp_eval.demo import write_tsv  # noqa: E402
 
@@ -35,18 +35,7 @@ MME_CATEGORIES = ["existence", "count", "position", "color", "OCR", "posters", "
 
 
 def mmbench_rows(n: int, rng: random.Random) -> list[dict]:
-    rows = []
-    for q in range(n):
-        options = [f"option {w} for question {q}" for w in ("alpha", "beta", "gamma", "delta")]
-        base = {"question": f"Which of the following best describes object number {q} in the image?",
-                "hint": "The image shows several coloured rectangles on a plain background." if q % 2 else None,
-                "category": f"cat{q % 6}", "l2-category": f"l2_{q % 3}"}
-        image = _image(rng, SIZES[q % len(SIZES)])
-        for r in range(4):
-            rotated = options[r:] + options[:r]
-            rows.append({**base, "index": q + r * 1_000_000, **dict(zip("ABCD", rotated)),
-                         "answer": "ABCD"[rotated.index(options[0])], "image": image if r == 0 else str(q)})
-    return rows
+    return build_rows(n, circular=True, seed=rng.randrange(2**31))
 
 
 def mme_rows(n: int, rng: random.Random) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,24 @@ def make_config(tiny_model, demo_tsv, tmp_path):
         return load_config(None, [*base, *overrides])
 
     return make
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A loopback HTTP server over a temporary folder, for download tests: (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = lambda *a, **k: _Quiet(*a, directory=str(root), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ against a loopback server and loads with its task; a misspelt name names the clo
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
 import sys
-import threading
 
 import pytest
 from tiny_benchmarks import hallusion_rows, image_b64, mmmu_rows, ocrbench_rows, pope_rows, textvqa_rows, write
@@ -52,23 +50,6 @@ def test_new_names_resolve_to_vlmevalkits_urls_md5s_and_tasks():
     assert all(spec.task in TASKS for spec in BENCHMARKS.values())
     # every name is known to its task's rules (scoring and prompts depend on the name)
     assert all(TASKS[spec.task].rules(name) == name for name, spec in BENCHMARKS.items())
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = lambda *a, **k: _Quiet(*a, directory=str(root), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_each_new_name_downloads_once_and_loads_with_its_task(http_root, tmp_path):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import io
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -113,23 +111,6 @@ def test_hf_rows_with_identical_images_share_one_image_key(tmp_path):
     ds.save_to_disk(str(tmp_path / "ds"))
     bench = load_benchmark(DataConfig(path=str(tmp_path / "ds")))
     assert [s.image_keys for s in bench.samples] == [(0,), (1,), (0,)]
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = lambda *a, **k: _Quiet(*a, directory=str(root), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_named_benchmark_downloads_once_and_checks_md5(http_root, tmp_path):
