@@ -7,7 +7,7 @@ CONFIG ?= configs/mmbench.yaml
 # Local GPUs (one rank each); 1 CPU rank where there is none.
 GPUS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | wc -l); [ "$$n" -gt 0 ] && echo $$n || echo 1)
 
-.PHONY: install demo test lint eval slurm doctor bench clean
+.PHONY: install demo test lint eval slurm test-slurm doctor bench clean
 
 install: $(VENV)/.installed
 
@@ -32,12 +32,19 @@ lint: install
 eval: install
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m ddp_eval --config $(CONFIG)
 
-# One SLURM job over NODES nodes (one torchrun per node, all GPUs of each): make slurm CONFIG=... NODES=2
+# One SLURM job over NODES nodes (one torchrun per node), with the venv's python. Resources go in SBATCH_ARGS:
+#   make slurm CONFIG=configs/mmbench.yaml NODES=2 SBATCH_ARGS="--gpus-per-node=8 --cpus-per-task=64"
+#   make slurm CONFIG=... SBATCH_ARGS="--ntasks-per-node=4 --cpus-per-task=8"      (CPU-only: 4 ranks of 8 CPUs)
+# The job's log: ./ddp_eval-<job id>.out; the ranks': logs/<job id>/ (README "SLURM").
 NODES ?= 1
-slurm:
-	mkdir -p logs
-	if [ "$(NODES)" = 1 ]; then sbatch launch/slurm_single_node.sbatch $(CONFIG); \
-	else sbatch --nodes=$(NODES) launch/slurm_multi_node.sbatch $(CONFIG); fi
+SBATCH_ARGS ?=
+slurm: install
+	if [ "$(NODES)" = 1 ]; then PYTHON=$(abspath $(PY)) sbatch $(SBATCH_ARGS) launch/slurm_single_node.sbatch $(CONFIG); \
+	else PYTHON=$(abspath $(PY)) sbatch --nodes=$(NODES) $(SBATCH_ARGS) launch/slurm_multi_node.sbatch $(CONFIG); fi
+
+# The launch scripts alone: shellcheck, fake srun, and a real one-node SLURM on localhost (root, slurm-wlm).
+test-slurm: install
+	$(PY) -m pytest -q tests/test_launch.py tests/test_slurm_cluster.py
 
 doctor: install
 	$(PY) -m ddp_eval doctor --config $(CONFIG)

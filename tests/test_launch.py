@@ -1,4 +1,5 @@
-"""The SLURM scripts, run on localhost with fake `srun` / `scontrol`: 2 "nodes" x 1 process, gloo."""
+"""The SLURM scripts, run on localhost with fake `srun` / `scontrol`: 2 "nodes" x 1 process, gloo.
+test_slurm_cluster.py runs them under a real one-node SLURM."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def fake_slurm(tmp_path) -> dict[str, str]:
 
 
 def test_scripts_pass_bash_n_and_shellcheck():
-    scripts = sorted(str(p) for p in (REPO / "launch").glob("*.sbatch"))
-    assert len(scripts) == 2
+    scripts = sorted(str(p) for p in (REPO / "launch").iterdir() if p.suffix in (".sbatch", ".sh"))
+    assert len(scripts) == 3
     for script in scripts:
         subprocess.run(["bash", "-n", script], check=True)
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
@@ -73,18 +74,24 @@ def test_multi_node_script_on_two_fake_nodes_gives_the_complete_result(fake_slur
     assert len(logs) == 2  # one per rank, under node0/ and node1/
 
 
-def test_single_node_script_requeues_on_sigterm_and_the_requeued_job_resumes(fake_slurm, config_file, tmp_path):
-    out = tmp_path / "single"
-    env = {**fake_slurm, "NPROC_PER_NODE": "2"}
-    cmd = ["bash", str(REPO / "launch" / "slurm_single_node.sbatch"), str(config_file), "--set",
-           f"run.output_dir={out}", "--set", "run.batch_size=2", "--set", "generation.max_new_tokens=40", "--quiet"]
+def _stop_single_node_script(env, out, signum):
+    cmd = ["bash", str(REPO / "launch" / "slurm_single_node.sbatch"), str(env["CONFIG"]), "--set",
+           f"run.output_dir={out}", "--set", "run.batch_size=1", "--set", "generation.max_new_tokens=80", "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(shard_records(out) if (out / "shards").exists() else []) < 4:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # SLURM's warning signal before the time limit
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-3000:]
+    return cmd, proc.returncode, stderr
+
+
+def test_single_node_script_requeues_on_usr1_and_the_requeued_job_resumes(fake_slurm, config_file, tmp_path):
+    out = tmp_path / "single"
+    env = {**fake_slurm, "NPROC_PER_NODE": "2", "CONFIG": str(config_file)}
+    cmd, returncode, stderr = _stop_single_node_script(env, out, signal.SIGUSR1)  # SLURM's time-limit warning
+    assert returncode == 138, stderr[-3000:]
+    assert "SIGUSR1" in stderr and "second SIGTERM" not in stderr
     assert "requeue 4242" in Path(env["SCONTROL_LOG"]).read_text()
     before = len(shard_records(out))
     assert 0 < before < 78
@@ -92,6 +99,15 @@ def test_single_node_script_requeues_on_sigterm_and_the_requeued_job_resumes(fak
     assert done.returncode == 0, done.stderr[-3000:]
     indices = [r["index"] for r in shard_records(out)]
     assert len(indices) == len(set(indices)) == 78
+
+
+def test_single_node_script_stops_on_sigterm_without_requeueing(fake_slurm, config_file, tmp_path):
+    env = {**fake_slurm, "NPROC_PER_NODE": "2", "CONFIG": str(config_file)}
+    _, returncode, stderr = _stop_single_node_script(env, tmp_path / "single", signal.SIGTERM)  # scancel
+    assert returncode == 143, stderr[-3000:]
+    assert "no requeue" in stderr and "second SIGTERM" not in stderr
+    assert "requeue" not in Path(env["SCONTROL_LOG"]).read_text()
+    assert 0 < len(shard_records(tmp_path / "single")) < 78, stderr[-6000:]
 
 
 def test_scaling_script_on_cpu_ranks(config_file, tmp_path):

@@ -1,6 +1,8 @@
 """Graceful stop on SIGTERM / SIGINT (SLURM preemption, Ctrl-C): finish and write the batch in
-flight, then leave with a non-zero status. A second signal stops at once; shards stay valid because
-each batch is one append of whole lines.
+flight, then leave with a non-zero status. A second Ctrl-C (SIGINT) stops at once; shards stay valid
+because each batch is one append of whole lines. A repeated SIGTERM is the same request again, not an
+order to hurry: SLURM signals every process of a job and launchers forward the signal once more, so a
+rank may see two TERMs for one stop (SIGKILL remains the way to end a rank at once).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
+            if signum == signal.SIGTERM:
+                log.info("SIGTERM again: still finishing the batch in flight")
+                return
             log.error("second %s: stopping now", signal.Signals(signum).name)
             os._exit(128 + signum)
         self.signum = signum
