@@ -45,11 +45,13 @@ class ModelConfig:
     # (several questions on one image); false encodes every row's image separately.
     reuse_vision: bool = True
     # Prefill the prompt start that rows of one image share (system prompt, image, hint, question) once
-    # and reuse its KV cache for each row's own tokens; greedy decoding only. Off until proven on more models.
-    reuse_prefix: bool = False
+    # and reuse its KV cache for each row's own tokens; greedy decoding only. null: on with CUDA where the
+    # family offers it and decoding is greedy (the float32 tests show the same predictions), off on the CPU.
+    reuse_prefix: bool | None = None
     # With reuse_prefix: run the decode steps on fixed-size buffers, replayed as CUDA graphs on a GPU
-    # (one launch per step instead of hundreds); on the CPU the same steps run without graphs.
-    decode_graphs: bool = False
+    # (one launch per step instead of hundreds); on the CPU the same steps run without graphs. null: as
+    # reuse_prefix.
+    decode_graphs: bool | None = None
     # Decode steps and other short queries attend on the language model's key/value heads as they are,
     # instead of copying them for every query head (sdpa only; the result is the same).
     kv_head_attention: bool = True
@@ -93,13 +95,21 @@ class GenerationConfig:
 @dataclass
 class RunConfig:
     output_dir: str = "outputs/run"
-    batch_size: int = 8
-    # Cap on prompt tokens per batch (rows x longest row, image tokens included); null: rows only.
+    # Cap on rows per batch; null: 64 on CUDA, 8 on the CPU (run/budget.py).
+    batch_size: int | None = None
+    # Cap on prompt tokens per batch (rows x longest row, image tokens included); null: on CUDA what half
+    # the device's free memory holds after the weights, on the CPU none (rows only).
     batch_tokens: int | None = None
     num_workers: int = 2
     seed: int = 0
     # How long a rank waits for the others (process-group timeout), in seconds.
     dist_timeout_s: int = 3600
+    # Rows predicted again, each alone through the model's own generate (no batching, no reuse, no fast
+    # decoder), and compared with their batched predictions: the agreement is logged and written to
+    # metrics.json and report.md. null: 16 on CUDA (spread over the plan), 0 on the CPU.
+    parity_rows: int | None = None
+    # Below this agreement the parity check warns.
+    parity_min_agreement: float = 0.9
 
 
 @dataclass
@@ -253,7 +263,8 @@ def validate(cfg: Config) -> None:
                                "generation.greedy=true")
         if not 0 < cfg.generation.top_p <= 1:
             raise DdpEvalError(f"config key generation.top_p must be in (0, 1], got {cfg.generation.top_p}")
-    _positive("run.batch_size", cfg.run.batch_size)
+    if cfg.run.batch_size is not None:
+        _positive("run.batch_size", cfg.run.batch_size)
     if cfg.run.batch_tokens is not None:
         _positive("run.batch_tokens", cfg.run.batch_tokens)
     _positive("run.dist_timeout_s", cfg.run.dist_timeout_s)
@@ -262,15 +273,26 @@ def validate(cfg: Config) -> None:
                            f"got {cfg.run.dist_timeout_s}")
     if not str(cfg.run.output_dir).strip():
         raise DdpEvalError("config key run.output_dir is empty; name a directory for the shards and results")
+    if cfg.run.parity_rows is not None and cfg.run.parity_rows < 0:
+        raise DdpEvalError(f"config key run.parity_rows must be >= 0 or null, got {cfg.run.parity_rows}")
+    if not 0 <= cfg.run.parity_min_agreement <= 1:
+        raise DdpEvalError("config key run.parity_min_agreement must be in [0, 1], got "
+                           f"{cfg.run.parity_min_agreement}")
     if cfg.run.num_workers < 0:
         raise DdpEvalError(f"run.num_workers must be >= 0, got {cfg.run.num_workers}")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
         raise DdpEvalError(f"data.limit must be a positive number of rows or null, got {cfg.data.limit}")
 
 
+def plain_greedy(gen: GenerationConfig) -> bool:
+    """Whether `generate` would decode plainly greedily (what the shared-prefix decoder reproduces)."""
+    return gen.greedy and gen.repetition_penalty == 1.0
+
+
 def _check_prefix_reuse(cfg: Config) -> None:
-    if not cfg.model.reuse_prefix:
-        if cfg.model.decode_graphs:
+    """Explicit settings only: null (on where proven) is decided with the device, in models/base.py."""
+    if cfg.model.reuse_prefix is not True:
+        if cfg.model.decode_graphs and cfg.model.reuse_prefix is False:
             raise DdpEvalError("model.decode_graphs=true needs model.reuse_prefix=true (it runs the decode steps of "
                                "the shared-prefix decoder); set model.reuse_prefix=true or model.decode_graphs=false")
         return

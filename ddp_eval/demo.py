@@ -5,6 +5,7 @@ template, the real image processor; saved with save_pretrained so the runner loa
 `from_pretrained` exactly like a real checkpoint. Accuracy on it is chance-level by design.
 
     python -m ddp_eval.demo --out .cache/demo      # builds once, then reuses
+    python -m ddp_eval.demo --family internvl --out .cache/demo   # another family's (demo_families.py)
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import base64
 import io
 import json
 import random
+import shutil
 from pathlib import Path
+
+from ddp_eval.errors import DdpEvalError
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -44,6 +48,40 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Qwen3-VL's tokenizer: Qwen2-VL's special tokens, then Qwen3's tool-call, fill-in-the-middle and thinking ones.
+QWEN3_VL_SPECIAL_TOKENS = SPECIAL_TOKENS + [
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+]
+
+# Qwen3-VL's chat template without its tool branches: no default system turn; images as in Qwen2-VL's.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}<|im_start|>system\n"
+    "{% if messages[0]['content'] is string %}{{ messages[0]['content'] }}{% else %}"
+    "{% for content in messages[0]['content'] %}{% if 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endif %}"
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<|im_start|>user\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% elif message['role'] == 'assistant' %}<|im_start|>assistant\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 _CORPUS = [
     "Question: Which option describes the image? Options: A. B. C. D. Hint: The answer is",
     "Please select the correct answer from the options above.",
@@ -66,30 +104,41 @@ CATEGORIES = [
 ]
 
 
-def build_tokenizer():
+def build_tokenizer(family: str = "qwen2_vl"):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    special, template = ((QWEN3_VL_SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE) if family == "qwen3_vl"
+                         else (SPECIAL_TOKENS, CHAT_TEMPLATE))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=600, special_tokens=special, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
+        additional_special_tokens=special[1:],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = template
     return fast
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, family: str = "qwen2_vl"):
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+    if family == "qwen3_vl":  # Qwen3-VL's preprocessor_config: 16-pixel patches, mean and std 0.5
+        from transformers import Qwen3VLProcessor
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+        image_processor = Qwen2VLImageProcessor(patch_size=16, temporal_patch_size=2, merge_size=2,
+                                                image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                                size={"shortest_edge": 65536, "longest_edge": 16777216})
+        return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN3_VL_CHAT_TEMPLATE)
     return Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE,
@@ -132,7 +181,24 @@ def tiny_config(tokenizer, family: str = "qwen2_vl"):
                       fullatt_block_indexes=[1], in_channels=3)
         return Qwen2_5_VLConfig(text_config={**text, **ids}, vision_config=vision,
                                 initializer_range=INIT_STD, **ids)
+    if family == "qwen3_vl":
+        return _tiny_qwen3_vl_config(text, ids)
     raise ValueError(f"unknown family {family!r}")
+
+
+def _tiny_qwen3_vl_config(text: dict, ids: dict[str, int]):
+    """Qwen3-VL's shape in miniature: 16-pixel patches, interleaved multimodal RoPE, and DeepStack taps at
+    vision layers 0 and 1 of 3 (their features join the first two of the language model's 3 layers)."""
+    from transformers import Qwen3VLConfig
+
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
+    text = {k: v for k, v in text.items() if k not in ("rope_scaling", "rope_theta", "tie_word_embeddings")}
+    text = {**text, "num_hidden_layers": 3, "head_dim": 16, "rope_parameters": rope, **ids}
+    vision = dict(initializer_range=INIT_STD, depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
+                  out_hidden_size=64, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=64, deepstack_visual_indexes=[0, 1], in_channels=3)
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
+                         initializer_range=INIT_STD, **ids)
 
 
 LETTER_SCALE = 3.0
@@ -153,12 +219,21 @@ def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
+    from ddp_eval.demo_families import BUILDERS, build_family_checkpoint
+
+    if family not in demo_families():
+        raise DdpEvalError(f"--family: no tiny demo checkpoint for family {family!r} "
+                           f"(known: {', '.join(demo_families())})")
     stamp = out / "ddp_eval_demo.json"
-    if stamp.exists():
+    if stamp.exists() and stamped_family(out) == family:
         return out
+    if stamp.exists():  # our own demo checkpoint of another family: this one takes its place
+        shutil.rmtree(out)
+    if family in BUILDERS:
+        return build_family_checkpoint(out, family, seed)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
+    tokenizer = build_tokenizer(family)
+    processor = build_processor(tokenizer, family)
     config = tiny_config(tokenizer, family)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -172,6 +247,22 @@ def build_checkpoint(out: Path, family: str = "qwen2_vl", seed: int = 0) -> Path
     processor.save_pretrained(out)
     stamp.write_text(json.dumps({"family": family, "seed": seed}) + "\n")
     return out
+
+
+def demo_families() -> list[str]:
+    """The families a tiny checkpoint can be built for: those of models/registry.py, and demo_families.py's."""
+    from ddp_eval.demo_families import BUILDERS
+    from ddp_eval.models.registry import FAMILIES
+
+    return sorted({*FAMILIES, *BUILDERS})
+
+
+def stamped_family(out: Path) -> str | None:
+    """The family of the demo checkpoint already at `out` (None: none there)."""
+    try:
+        return json.loads((out / "ddp_eval_demo.json").read_text(encoding="utf-8")).get("family", "qwen2_vl")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _image_b64(rng: random.Random, color: str, shape: str, size: tuple[int, int]) -> str:
@@ -230,8 +321,9 @@ def write_tsv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def build_demo(out: Path) -> tuple[Path, Path]:
-    model_dir = build_checkpoint(out / "model")
+def build_demo(out: Path, family: str | None = None) -> tuple[Path, Path]:
+    """The demo checkpoint (of `family`; None: the one already there, else Qwen2-VL) and benchmark under `out`."""
+    model_dir = build_checkpoint(out / "model", family=family or stamped_family(out / "model") or "qwen2_vl")
     tsv = out / "mmbench_demo.tsv"
     if not tsv.exists():
         write_tsv(build_benchmark_rows(), tsv)
@@ -241,9 +333,15 @@ def build_demo(out: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=".cache/demo", type=Path)
+    parser.add_argument("--family", default=None,
+                        help="model family of the tiny checkpoint (default: the one already built, else qwen2_vl; "
+                             f"known: {', '.join(demo_families())})")
     args = parser.parse_args()
-    model_dir, tsv = build_demo(args.out)
-    print(f"demo model: {model_dir}\ndemo benchmark: {tsv}")
+    try:
+        model_dir, tsv = build_demo(args.out, args.family)
+    except DdpEvalError as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"demo model ({stamped_family(model_dir)}): {model_dir}\ndemo benchmark: {tsv}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,13 @@ def test_prefix_reuse_names_every_setting_it_needs(tmp_path):
 
 def test_decode_graphs_without_prefix_reuse_is_refused_naming_both_keys(tmp_path):
     with pytest.raises(DdpEvalError, match=r"model\.decode_graphs=true needs model\.reuse_prefix=true"):
-        load_config(write(tmp_path, BASE), ["model.decode_graphs=true"])
+        load_config(write(tmp_path, BASE), ["model.decode_graphs=true", "model.reuse_prefix=false"])
+    from ddp_eval.models.base import resolve_speed
+    from ddp_eval.models.qwen2_vl import FAMILY
+
+    auto = load_config(write(tmp_path, BASE), ["model.decode_graphs=true"])  # reuse_prefix null: off on the CPU
+    with pytest.raises(DdpEvalError, match=r"model\.decode_graphs=true needs the shared-prefix decoder.* on cpu"):
+        resolve_speed(auto, FAMILY, "5.24", "cpu")
+    assert resolve_speed(auto, FAMILY, "5.24", "cuda").decode_graphs
     cfg = load_config(write(tmp_path, BASE), ["model.decode_graphs=true", "model.reuse_prefix=true"])
     assert cfg.model.decode_graphs is True

@@ -20,21 +20,21 @@ QUIET = Options(show_progress=False)
 SMALL = Pixels(3136, 50176)
 
 
-def load_processor(cfg: ModelConfig):
-    return FAMILY.load_processor(cfg, Pixels(cfg.min_pixels or SMALL.min_pixels, cfg.max_pixels or SMALL.max_pixels))
+def load_processor(cfg: ModelConfig, family=FAMILY):
+    return family.load_processor(cfg, Pixels(cfg.min_pixels or SMALL.min_pixels, cfg.max_pixels or SMALL.max_pixels))
 
 
-def load_model(cfg: ModelConfig, device: torch.device):
+def load_model(cfg: ModelConfig, device: torch.device, family=FAMILY):
     """The replica with the model-side switches of `cfg` (vision attention, key/value heads, compile)."""
     speed = Speed(vision_attention=cfg.vision_attention, kv_head_attention=cfg.kv_head_attention,
                   compile_vision=cfg.compile_vision)
-    return FAMILY.load_model(cfg, device, speed)
+    return family.load_model(cfg, device, speed)
 
 
-def prepare_batch(processor, bench, rows, reuse_vision=False, reuse_prefix=False):
+def prepare_batch(processor, bench, rows, reuse_vision=False, reuse_prefix=False, family=FAMILY):
     """The family's preprocessing of `rows` into one batch, with the given reuse switches."""
     speed = Speed(reuse_vision=reuse_vision, reuse_prefix=reuse_prefix)
-    return FAMILY.preprocessor(processor, bench, get_task("mcq"), speed, SMALL)(0, tuple(rows))
+    return family.preprocessor(processor, bench, get_task("mcq"), speed, SMALL)(0, tuple(rows))
 
 
 def predictions(out_dir):
@@ -200,7 +200,7 @@ def test_predictions_with_static_decode_steps_equal_the_growing_cache_in_float32
     assert len(set(on.values())) > 3
 
 
-def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_step=None):
+def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_step=None, family=FAMILY):
     """Token ids per batch from the plain prefix decoder and from the static-step one."""
     from ddp_eval.models.qwen2_vl.prefix_decode import PrefixDecoder
     from ddp_eval.models.qwen2_vl.vision_reuse import VisionReuse
@@ -211,7 +211,7 @@ def _decode_both_ways(model, processor, bench, batches, max_new_tokens, room_ste
     reuse = VisionReuse(model)
     results = []
     for rows in batches:
-        batch = prepare_batch(processor, bench, rows, reuse_vision=True, reuse_prefix=True)
+        batch = prepare_batch(processor, bench, rows, reuse_vision=True, reuse_prefix=True, family=family)
         inputs, suffix = batch.inputs.to(device), batch.extras.suffix.to(device)
         with torch.inference_mode():
             reuse.share(batch.extras.image_map, batch.extras.unique_grid_thw)

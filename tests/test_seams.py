@@ -31,6 +31,18 @@ def test_speed_feature_on_by_default_steps_aside_outside_its_tested_transformers
     assert inside.reuse_vision and inside.kv_head_attention and inside.vision_attention == "auto"
 
 
+def test_proven_features_are_on_by_default_on_cuda_and_off_on_the_cpu_or_when_sampling():
+    cuda = resolve_speed(config(), FAMILY, "5.24.0", "cuda")
+    assert cuda.reuse_vision and cuda.reuse_prefix and cuda.decode_graphs and cuda.kv_head_attention
+    cpu = resolve_speed(config(), FAMILY, "5.24.0", "cpu")
+    assert cpu.reuse_vision and not cpu.reuse_prefix and not cpu.decode_graphs
+    sampled = resolve_speed(config("generation.greedy=false"), FAMILY, "5.24.0", "cuda")
+    assert not sampled.reuse_prefix and not sampled.decode_graphs
+    off = resolve_speed(config("model.reuse_prefix=false"), FAMILY, "5.24.0", "cuda")
+    assert not off.reuse_prefix and not off.decode_graphs
+    assert resolve_speed(config("model.reuse_prefix=true"), FAMILY, "5.24.0", "cpu").reuse_prefix
+
+
 def test_speed_feature_set_by_the_user_outside_its_tested_transformers_names_the_version():
     with pytest.raises(DdpEvalError, match=r"model.reuse_prefix=True: .*tested on transformers 5.17 to 5.24, not 4.0"):
         resolve_speed(config("model.reuse_prefix=true"), FAMILY, "4.0")

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from ddp_eval.config import Config, ModelConfig
+from ddp_eval.config import Config, ModelConfig, plain_greedy
 from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.core.sample import Benchmark, Sample
 from ddp_eval.errors import DdpEvalError
@@ -86,6 +86,7 @@ class ModelFamily(ABC):
     model_types: tuple[str, ...]  # config.json model_type values it serves
     features: tuple[Feature, ...] = ()
     default_pixels: tuple[int, int]  # (min, max) as VLMEvalKit sets them for this family
+    plain_path: str | None = None  # why the family offers no speed features (plain `generate`), for logs and doctor
 
     def pixels(self, cfg: Config, settings: TaskSettings, benchmark: str = "") -> Pixels:
         """The bounds a run on `benchmark` resizes within: what the user set (model.min_pixels / max_pixels),
@@ -138,18 +139,27 @@ _SWITCHES = ("reuse_vision", "reuse_prefix", "decode_graphs", "vision_attention"
              "compile_vision")
 
 
-def _wanted(cfg: ModelConfig, key: str) -> bool:
-    value = getattr(cfg, key)
+def _wanted(value: Any, key: str) -> bool:
     return value != "sdpa" if key == "vision_attention" else bool(value)
 
 
-def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str) -> Speed:
-    """The features this run uses. Errors name the key when an explicitly asked feature cannot run."""
+def proven_default(cfg: Config, key: str, device_type: str) -> bool:
+    """What a switch left at null means: the shared-prefix decoder (and its decode graphs) where the
+    float32 tests prove it gives the same predictions and a GPU makes it pay: CUDA, greedy decoding."""
+    return device_type == "cuda" and plain_greedy(cfg.generation) and cfg.model.reuse_vision
+
+
+def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str, device_type: str = "cpu") -> Speed:
+    """The features this run uses on `device_type`. Errors name the key when an explicitly asked feature
+    cannot run; a feature on by default that cannot is left out with a log line."""
     offered = {f.key: f for f in family.features}
     chosen: dict[str, Any] = {}
     for key in _SWITCHES:
         value = getattr(cfg.model, key)
-        if not _wanted(cfg.model, key):
+        explicit = cfg.is_set(f"model.{key}") and value is not None
+        if value is None:
+            value = proven_default(cfg, key, device_type)
+        if not _wanted(value, key):
             chosen[key] = value
             continue
         feature = offered.get(key)
@@ -159,7 +169,7 @@ def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str) -
                    f"{feature.tested[1]}, not {transformers_version}")
         if problem is None:
             chosen[key] = value
-        elif cfg.is_set(f"model.{key}"):
+        elif explicit:
             raise DdpEvalError(f"model.{key}={value}: {problem}; set model.{key}="
                                f"{'sdpa' if key == 'vision_attention' else 'false'}")
         else:
@@ -169,5 +179,9 @@ def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str) -
     if speed.reuse_prefix and not speed.reuse_vision:
         speed = replace(speed, reuse_prefix=False)
     if speed.decode_graphs and not speed.reuse_prefix:
+        if cfg.model.decode_graphs and cfg.is_set("model.decode_graphs"):
+            raise DdpEvalError("model.decode_graphs=true needs the shared-prefix decoder, which this run does not use "
+                               f"on {device_type} (model.reuse_prefix={cfg.model.reuse_prefix}); set "
+                               "model.reuse_prefix=true or model.decode_graphs=false")
         speed = replace(speed, decode_graphs=False)
     return speed

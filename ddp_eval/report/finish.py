@@ -36,7 +36,7 @@ def check_rows(table: pd.DataFrame, what: str) -> None:
 
 
 def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, manifest: dict | None = None,
-           title: str = "", benchmark: str | None = None) -> dict | None:
+           title: str = "", benchmark: str | None = None, parity: dict | None = None) -> dict | None:
     """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics.
     `benchmark` picks the task's rules (MME, POPE, ... score differently); by default the manifest's."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,10 +59,12 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
         return None
     table, metrics = task.score(table, benchmark)
     metrics["failed"] = failures[0] if failures else 0
+    if parity is not None:
+        metrics["parity"] = parity
     tables, headline = task.tables(metrics, benchmark), task.headline(metrics, benchmark)
     write_predictions(table, out_dir)
     write_metrics(metrics, tables, out_dir)
     charts = write_charts(tables, out_dir)
-    write_report_md(headline, tables, out_dir, manifest, charts, failed=metrics["failed"])
+    write_report_md(headline, tables, out_dir, manifest, charts, failed=metrics["failed"], parity=parity)
     print(format_summary(title or (manifest or {}).get("benchmark") or str(out_dir), headline, tables), flush=True)
     return metrics

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddp_eval.core.parity import describe
 from ddp_eval.core.tables import ReportTable
 from ddp_eval.store.atomic import atomic_write_text, replacing
 
@@ -107,7 +108,7 @@ def _clean(value):
 
 
 def write_report_md(headline: list[str], tables: list[ReportTable], out_dir: Path, manifest: dict | None,
-                    charts: list[Path], failed: int = 0) -> Path:
+                    charts: list[Path], failed: int = 0, parity: dict | None = None) -> Path:
     """report.md: headline numbers, the task's tables, charts, and what ran."""
     lines = ["# Evaluation report", ""]
     if manifest:
@@ -116,6 +117,9 @@ def write_report_md(headline: list[str], tables: list[ReportTable], out_dir: Pat
     lines += [f"- {line}" for line in headline]
     if failed:
         lines.append(f"- failed rows (counted wrong): {failed}, see failures.tsv")
+    if parity is not None:
+        warning = "" if parity["ok"] else f" **below {parity['min_agreement']:.0%}: check the batched path**"
+        lines.append(f"- {describe(parity)}{warning}")
     for table in tables:
         lines += ["", f"## By {table.key}", "", f"| {table.key} | " + " | ".join(c.label for c in table.columns) + " |",
                   "| --- |" + " ---: |" * len(table.columns)]

@@ -89,7 +89,7 @@ def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
 
         from ddp_eval.models.base import resolve_speed
         from ddp_eval.models.registry import family_for
-        from ddp_eval.run.job import transformers_version
+        from ddp_eval.run.job import local_device_type, transformers_version
         from ddp_eval.tasks.base import TaskSettings
 
         family = family_for(Path(cfg.model.path), cfg.model.family)
@@ -97,14 +97,19 @@ def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
         family.load_processor(cfg.model, family.pixels(cfg, TaskSettings()))
         lines.append(_line("ok", f"model {cfg.model.path}: {model_cfg.model_type} config and processor load; "
                                  f"model family {family.name}"))
+        offered = ", ".join(f.key for f in family.features) or "none"
+        lines.append(_line("ok", f"  speed features of the {family.name} family: {offered}"
+                                 + (f"; it runs the plain path (transformers' generate): {family.plain_path}"
+                                    if family.plain_path else "")))
         version = transformers_version()
         for feature in family.features:
             tested = ("no transformers internals patched" if feature.tested is None else
                       f"tested on transformers {feature.tested[0]}-{feature.tested[1]}"
                       + ("" if feature.tested_on(version) else f", NOT on {version}: plain path"))
             lines.append(_line("ok", f"  model.{feature.key}: {feature.what} ({tested})"))
-        speed = resolve_speed(cfg, family, version)
-        lines.append(_line("ok", "  this config uses: " + ", ".join(
+        device = local_device_type()
+        speed = resolve_speed(cfg, family, version, device)
+        lines.append(_line("ok", f"  this config uses on {device}: " + ", ".join(
             f"{k}={v}" for k, v in vars(speed).items())))
     except (DdpEvalError, OSError, ValueError) as err:
         errors += 1

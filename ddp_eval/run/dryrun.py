@@ -10,7 +10,7 @@ from ddp_eval.config import Config
 from ddp_eval.core.plan import batches_for_rank, skip_done
 from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.registry import family_for
-from ddp_eval.run.job import plan_job
+from ddp_eval.run.job import local_device_type, plan_job
 from ddp_eval.store.identity import content_digests
 from ddp_eval.store.lock import read_holder
 from ddp_eval.store.shards import check_identity, done_indices, read_shards, shard_path
@@ -33,7 +33,7 @@ def _describe(cfg: Config, world_size: int) -> str:
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{local_path(cfg.data)} first; nothing else to show")
     bench = load_benchmark(cfg.data)
-    job = plan_job(cfg, bench)
+    job = plan_job(cfg, bench, local_device_type())
     costs, plan = job.costs, job.plan
     out = Path(cfg.run.output_dir)
     contents = read_shards(out)
@@ -46,8 +46,10 @@ def _describe(cfg: Config, world_size: int) -> str:
         f"benchmark: {bench.name} ({len(bench.samples)} rows, {images} distinct images) from {bench.source}",
         f"task: {job.task.name}; model family: {job.family.name}; pixels {job.pixels.min_pixels}-"
         f"{job.pixels.max_pixels}; speed: " + ", ".join(f"{k}={v}" for k, v in asdict(job.speed).items()),
-        f"plan: {len(plan)} batches of at most {cfg.run.batch_size} rows"
-        + (f" and {cfg.run.batch_tokens} padded tokens" if cfg.run.batch_tokens else "")
+        f"plan: {len(plan)} batches of at most {job.batch_rows} rows"
+        + (f" and {job.batch_tokens} padded tokens" if job.batch_tokens else "")
+        + (" (on CUDA a token budget from the free memory may cut them smaller)"
+           if job.batch_tokens is None and local_device_type() == "cuda" else "")
         + f"; world size {world_size}",
         f"largest batch: {len(largest.indices)} rows x {longest} tokens = {longest * len(largest.indices)} "
         f"padded prompt tokens, about {sum(costs[i] for i in largest.indices) * 4} ViT patches",

@@ -80,6 +80,7 @@ def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) ->
     meta = {"benchmark": benchmark.name, "source": benchmark.source, "rows": len(benchmark.samples),
             "world_size": info.world_size, "identity": identity, "config": to_dict(job.cfg),
             "task": job.task.name, "family": job.family.name, "speed": asdict(job.speed),
+            "plain_path": job.family.plain_path,  # why plain generate runs (None: the family has speed features)
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2) + "\n")
     return done_indices(contents, retry_failed=retry_failed), uuid.uuid4().hex[:12], identity

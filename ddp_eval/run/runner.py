@@ -25,6 +25,7 @@ from pathlib import Path
 from ddp_eval.backends.base import Backend
 from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs
 from ddp_eval.config import Config
+from ddp_eval.core.parity import describe, summarize
 from ddp_eval.core.plan import skip_done
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.distributed import completion
@@ -37,8 +38,10 @@ from ddp_eval.models.loading import warm_up_device
 from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
 from ddp_eval.report.summary import SuiteRow, write_summary
+from ddp_eval.run.budget import token_budget
 from ddp_eval.run.job import Job, plan_job
 from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
+from ddp_eval.run.parity import ParityCheck, parity_count
 from ddp_eval.run.resume import resume_state
 from ddp_eval.store.gather import gather_predictions
 from ddp_eval.store.lock import OutputDirLock
@@ -70,6 +73,9 @@ class ShareStats:
     after_first_batch_s: float = 0.0  # first batch written -> last batch written
     # Per benchmark of a suite: rows, failed rows and seconds spent on its batches on this rank.
     parts: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The parity check (run/parity.py): per benchmark, this rank's rows predicted again alone.
+    parity: dict[str, list[dict]] = field(default_factory=dict)
+    parity_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
 
 def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend: Backend,
             writers: list[ShardWriter], names: list[str], stop: StopFlag, stats: ShareStats,
-            options: Options) -> None:
+            options: Options, parity: ParityCheck | None = None) -> None:
     """Generate for this rank's batches (`batches`: the started loader), appending each to its shard."""
     import torch
 
@@ -144,6 +150,8 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
         records = backend.predict(prepared, lambda rows_, p=part, b=prepared.batch_id: dataset.prepare(p, b, rows_))
         stats.generate_s += time.perf_counter() - tick
         writers[part].write_batch({**r, "batch": prepared.batch_id, "rank": info.rank} for r in records)
+        if parity is not None:
+            parity.keep(part, prepared.batch_id, records)
         share = stats.parts.setdefault(names[part], {"rows": 0, "failed": 0, "seconds": 0.0})
         share["seconds"] += time.perf_counter() - tick
         for r in records:
@@ -200,7 +208,8 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     warm_up = warm_up_device(info.device)
     if suite:
         _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
-    parts = [_open_part(cfg, info, options, name, lock, suite, since) for name in benchmark_names(cfg)]
+    budget = token_budget(cfg, info)
+    parts = [_open_part(cfg, info, options, name, lock, suite, since, budget) for name in benchmark_names(cfg)]
     live = [p for p in parts if p.job is not None]
     items = [WorkItem(k, batch) for k, batch in _deal(live, info)]
     todo = sum(len(item.batch.indices) for item in items)
@@ -252,7 +261,8 @@ def _lock_suite_dir(out: Path, info: DistInfo, lock: OutputDirLock | None, timeo
         raise DdpEvalError(error)
 
 
-def _open_part(cfg: Config, info: DistInfo, options: Options, name: str, lock, suite: bool, since: float) -> Part:
+def _open_part(cfg: Config, info: DistInfo, options: Options, name: str, lock, suite: bool, since: float,
+               budget: int | None) -> Part:
     """Load, plan and resume one benchmark; in a suite an error marks it failed instead of stopping all."""
     part_cfg = part_config(cfg, name)
     part = Part(name=name, out=part_dir(cfg, name))
@@ -260,7 +270,7 @@ def _open_part(cfg: Config, info: DistInfo, options: Options, name: str, lock, s
         benchmark = prepare_data(part_cfg, info)
         log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
                  time.perf_counter() - since)
-        job = plan_job(part_cfg, benchmark)
+        job = plan_job(part_cfg, benchmark, info.device.type, budget)
         part.done, part.run_id = resume_state(job, info, part.out, options.retry_failed, lock(part.out))
         part.job = job
     except DdpEvalError as err:
@@ -304,13 +314,21 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
         preprocessors.append(job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, job.speed,
                                                      job.pixels))
     dataset = BatchDataset(preprocessors, items)
+    jobs, names = [p.job for p in live], [p.name for p in live]
+    count = parity_count(cfg.run.parity_rows, info.device.type, cfg.generation.greedy)
+    parity = ParityCheck(jobs, items, count) if count else None
     with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
         start = time.perf_counter()
         backend = load_backend(first, info, processors[first.pixels])
         stats.load_s = time.perf_counter() - start
         log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
                  time.perf_counter() - (options.process_start or start))
-        predict(cfg, info, dataset, batches, backend, writers, [p.name for p in live], stop, stats, options)
+        predict(cfg, info, dataset, batches, backend, writers, names, stop, stats, options, parity)
+        if parity is not None:
+            start = time.perf_counter()
+            stats.parity = parity.run(jobs, names, processors, backend, stop)
+            stats.parity_s = time.perf_counter() - start
+            stop.check(f"rank {info.rank} wrote all {stats.rows} rows; the parity check was cut short")
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)
@@ -322,8 +340,14 @@ def _finish_part(part: Part, info: DistInfo, details: list[dict], suite: bool) -
     job = part.job
     try:
         manifest = write_manifest(part.out, info, details)
+        parity = summarize([c for d in details for c in d.get("parity", {}).get(part.name, [])],
+                           job.cfg.run.parity_min_agreement)
+        if parity is not None:
+            (log.info if parity["ok"] else log.warning)("%s: %s%s", part.name, describe(parity), "" if parity["ok"] else
+                                                        f", below run.parity_min_agreement={parity['min_agreement']}")
         table = gather_predictions(job.benchmark, part.out)
-        part.metrics = finish(job.task, table, part.out, score=job.cfg.scoring.enabled, manifest=manifest)
+        part.metrics = finish(job.task, table, part.out, score=job.cfg.scoring.enabled, manifest=manifest,
+                              parity=parity)
     except DdpEvalError as err:
         if not suite:
             raise

@@ -1,5 +1,8 @@
 """Row -> approximate prompt tokens (image tokens after Qwen2-VL's resizing + text), for planning batches.
 
+The resize factor is the vision patch side times the spatial merge (2): 28 pixels for Qwen2-VL and
+Qwen2.5-VL (14-pixel patches), 32 for Qwen3-VL (16-pixel patches); one image token per factor^2 pixels.
+
 Reads each distinct image's header once (no decoding); a row whose image cannot be read costs its
 text only and fails with its reason when its batch is prepared.
 """
@@ -14,8 +17,9 @@ from ddp_eval.errors import DdpEvalError
 PATCH_FACTOR = 28  # patch size 14 x spatial merge 2: one image token per 28 x 28 pixels
 
 
-def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: int, max_pixels: int) -> dict[int, int]:
-    """Approximate prompt tokens per row: image tokens after resizing + the prompt text's length / 4."""
+def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: int, max_pixels: int,
+              factor: int = PATCH_FACTOR) -> dict[int, int]:
+    """Approximate prompt tokens per row: image tokens after resizing by `factor` + the prompt text's length / 4."""
     from qwen_vl_utils import smart_resize
 
     image_tokens: dict[Hashable, int] = {}
@@ -25,9 +29,8 @@ def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: i
             if key not in image_tokens:
                 try:
                     width, height = benchmark.images.size(key)
-                    h, w = smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=min_pixels,
-                                        max_pixels=max_pixels)
-                    image_tokens[key] = (h // PATCH_FACTOR) * (w // PATCH_FACTOR)
+                    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+                    image_tokens[key] = (h // factor) * (w // factor)
                 except (DdpEvalError, ValueError):
                     image_tokens[key] = 0  # fails again, with its reason, when its batch is prepared
         costs[s.index] = sum(image_tokens[k] for k in s.image_keys) + len(text(s)) // 4

@@ -104,8 +104,9 @@ class DecodeStep:
     def run(self) -> torch.Tensor:
         self.mask.index_fill_(1, self.kv.column, True)
         d = self.decoder
-        attention = self.mask[:, None, None, :]
-        hidden = d.text_model(input_ids=self.token, attention_mask={t: attention for t in d.layer_types},
+        # Already the 4D mask: transformers uses it as it is (Qwen3-VL's text model takes no per-layer-type
+        # mapping of masks, and with full attention alone the mapping would hold this one mask).
+        hidden = d.text_model(input_ids=self.token, attention_mask=self.mask[:, None, None, :],
                               position_ids=text_positions(self.position[:, None]), use_cache=True,
                               **{d.cache_arg: self.kv}).last_hidden_state
         logits = d.lm_head(hidden[:, -1, :])
@@ -124,7 +125,6 @@ class GraphedDecoder:
         if types != {"full_attention"}:
             raise DdpEvalError(f"model.decode_graphs: the language model has {sorted(types)} layers; only full "
                                "attention is supported; set model.decode_graphs=false")
-        self.layer_types = sorted(types)
         params = inspect.signature(self.text_model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.room_step = ROOM_STEP

@@ -1,6 +1,7 @@
 """The Qwen2-VL family objects: what the runner asks of a model family, answered for Qwen2-VL and for
 Qwen2.5-VL. The two differ only in their prompts, as VLMEvalKit's configs do: Qwen2-VL uses the
-wrapper's own prompts (`use_custom_prompt=True`), Qwen2.5-VL the datasets' (`use_custom_prompt=False`)."""
+wrapper's own prompts (`use_custom_prompt=True`), Qwen2.5-VL the datasets' (`use_custom_prompt=False`).
+Qwen3-VL's family (models/qwen3_vl/) is this class with its own patch size, pixels and processor call."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ OCRBENCH_MIN_PIXELS = 10 * 10 * 28 * 28
 
 class Qwen2VLFamily(ModelFamily):
     default_pixels = (1280 * 28 * 28, 16384 * 28 * 28)  # VLMEvalKit's min/max pixels for Qwen2-VL
+    patch_size = 14  # vision patch side in pixels; images resize to multiples of 2 * 14 (spatial merge 2)
+    ocrbench_min_pixels = OCRBENCH_MIN_PIXELS
+    processor_resizes = True  # the processor may resize qwen_vl_utils' image again, as in VLMEvalKit's wrapper
     features = (
         Feature("reuse_vision", "the vision tower encodes each distinct image of a batch once", TESTED),
         Feature("reuse_prefix", "the prompt start that rows of one image share is prefilled once", TESTED),
@@ -35,7 +39,7 @@ class Qwen2VLFamily(ModelFamily):
         self.custom_prompts = custom_prompts
 
     def benchmark_pixels(self, benchmark: str) -> tuple[int | None, int | None]:
-        return (OCRBENCH_MIN_PIXELS, None) if benchmark == "OCRBench" else (None, None)
+        return (self.ocrbench_min_pixels, None) if benchmark == "OCRBench" else (None, None)
 
     def content(self, task: Task, sample: Sample, benchmark: str) -> Content:
         if self.custom_prompts:
@@ -66,7 +70,8 @@ class Qwen2VLFamily(ModelFamily):
 
         return Preprocess(processor, benchmark, functools.partial(self.content, task, benchmark=benchmark.name),
                           task.choices, pixels.min_pixels, pixels.max_pixels, reuse_vision=speed.reuse_vision,
-                          reuse_prefix=speed.reuse_prefix)
+                          reuse_prefix=speed.reuse_prefix, patch_size=self.patch_size,
+                          processor_resizes=self.processor_resizes)
 
     def costs(self, benchmark: Benchmark, task: Task, pixels: Pixels) -> dict[int, int]:
         from ddp_eval.models.qwen2_vl.costs import row_costs
@@ -74,7 +79,7 @@ class Qwen2VLFamily(ModelFamily):
         def text(sample: Sample) -> str:
             return prompt_text(self.content(task, sample, benchmark.name))
 
-        return row_costs(benchmark, text, pixels.min_pixels, pixels.max_pixels)
+        return row_costs(benchmark, text, pixels.min_pixels, pixels.max_pixels, factor=2 * self.patch_size)
 
     def fast_path(self, model, speed: Speed):
         from ddp_eval.models.qwen2_vl.fast import Qwen2VLFastPath

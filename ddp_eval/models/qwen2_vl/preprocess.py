@@ -55,12 +55,15 @@ class SharedImages:
         return self
 
 
-def resized_image(benchmark: Benchmark, key: Hashable, min_pixels: int, max_pixels: int):
+def resized_image(benchmark: Benchmark, key: Hashable, min_pixels: int, max_pixels: int, patch_size: int = 14):
+    """The image as qwen_vl_utils resizes it for a model of `patch_size`-pixel patches (14: Qwen2-VL,
+    Qwen2.5-VL; 16: Qwen3-VL, whose sides become multiples of 32)."""
     from qwen_vl_utils import fetch_image
 
     image = benchmark.images.open(key)
     try:
-        return fetch_image({"image": image, "min_pixels": min_pixels, "max_pixels": max_pixels})
+        return fetch_image({"image": image, "min_pixels": min_pixels, "max_pixels": max_pixels},
+                           image_patch_size=patch_size)
     except ValueError as err:  # e.g. aspect ratio beyond what the processor accepts
         if "must be > 0" in str(err):  # qwen_vl_utils' words when a side rounds down to nothing
             raise DdpEvalError(f"{benchmark.images.describe(key)}: a {image.width}x{image.height} image resized "
@@ -97,6 +100,10 @@ class Preprocess:
     max_pixels: int
     reuse_vision: bool = False
     reuse_prefix: bool = False
+    patch_size: int = 14  # the vision tower's patch side in pixels (qwen_vl_utils' image_patch_size)
+    # Whether the processor may resize qwen_vl_utils' image again (within the run's bounds, where qwen_vl_utils'
+    # rounding left it outside them). VLMEvalKit's Qwen3-VL wrapper passes do_resize=False; its Qwen2-VL one does not.
+    processor_resizes: bool = True
 
     def __call__(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
         benchmark = self.benchmark
@@ -112,7 +119,7 @@ class Preprocess:
             try:
                 for key in keys:
                     if key not in images:
-                        images[key] = resized_image(benchmark, key, self.min_pixels, self.max_pixels)
+                        images[key] = resized_image(benchmark, key, self.min_pixels, self.max_pixels, self.patch_size)
             except DdpEvalError as err:
                 failed[index] = str(err)
                 continue
@@ -123,20 +130,21 @@ class Preprocess:
                               choices=[self.choices(benchmark.by_index[i]) for i in ok])
         if not ok:
             return batch
+        resize = {} if self.processor_resizes else {"do_resize": False}
         if not self.reuse_vision:
             batch.inputs = self.processor(text=texts, images=[images[k] for keys in shown for k in keys],
-                                          padding=True, return_tensors="pt")
+                                          padding=True, return_tensors="pt", **resize)
             return batch
-        return _with_shared_images(self.processor, batch, texts, shown, images, self.reuse_prefix)
+        return _with_shared_images(self.processor, batch, texts, shown, images, self.reuse_prefix, resize)
 
 
 def _with_shared_images(processor, batch: PreparedBatch, texts: list[str], shown: list[tuple[Hashable, ...]],
-                        images: dict[Hashable, Any], reuse_prefix: bool) -> PreparedBatch:
+                        images: dict[Hashable, Any], reuse_prefix: bool, resize: dict[str, bool]) -> PreparedBatch:
     """Each distinct image preprocessed once; each row's text expanded to its images' token counts, image
     by image, as the processor itself expands it."""
     distinct = list(dict.fromkeys(k for keys in shown for k in keys))
     position = {k: i for i, k in enumerate(distinct)}
-    image_inputs = processor.image_processor(images=[images[k] for k in distinct], return_tensors="pt")
+    image_inputs = processor.image_processor(images=[images[k] for k in distinct], return_tensors="pt", **resize)
     grid = image_inputs["image_grid_thw"]
     merge = processor.image_processor.merge_size
     n_tokens = (grid.prod(-1) // merge**2).tolist()

@@ -5,7 +5,9 @@ most of the prefill. The batch carries each distinct image's pixels once (see `i
 image each row shows. This wraps the tower's forward: it encodes the distinct images, then repeats
 each image's output for every row that shows it, so the model sees exactly what it would have seen
 with the image repeated. Works with any tower called as `visual(pixel_values, grid_thw=...)` (Qwen2-VL,
-Qwen2.5-VL), whether it returns a tensor or an output object.
+Qwen2.5-VL, Qwen3-VL), whether it returns a tensor or an output object. Qwen3-VL's output also holds a
+list of DeepStack features (one tensor per tapped vision layer, per merged token, added to the language
+model's first layers at the image positions): each tensor of such a list is repeated the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class VisionReuse:
         for name, value in list(output.items()):
             if isinstance(value, torch.Tensor):
                 output[name] = self._repeat(value, patches, merged)
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+                output[name] = type(value)(self._repeat(v, patches, merged) for v in value)
         return output
 
     def _repeat(self, features: torch.Tensor, patches: list[int], merged: list[int]) -> torch.Tensor:
