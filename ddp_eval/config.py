@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ddp_eval.core.presets import PRESETS, preset_values
 from ddp_eval.errors import DdpEvalError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -86,10 +87,18 @@ class GenerationConfig:
     mode: str = "generate"
     max_new_tokens: int = 2048
     greedy: bool = True
+    # Sampling (greedy=false) only: each row draws from its own generator, seeded by run.seed and the row's
+    # index, so replies do not depend on the batch, the world size or a resume.
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None
     # 1.0 as VLMEvalKit passes (overrides a checkpoint's generation_config).
     repetition_penalty: float = 1.0
+    # vLLM's presence penalty: subtracted from the logit of every token already generated (not the prompt's).
+    presence_penalty: float = 0.0
+    # A named set of the keys above, as VLMEvalKit runs a checkpoint (core/presets.py: qwen3_vl_instruct,
+    # qwen3_vl_instruct_vllm, qwen3_vl_thinking); keys set explicitly win over the preset's.
+    preset: str | None = None
 
 
 @dataclass
@@ -150,6 +159,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     cfg = _build(Config, raw, prefix="")
     cfg.set_keys = frozenset(f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
                              for key in values)
+    _apply_preset(cfg)
     validate(cfg)
     return cfg
 
@@ -263,6 +273,11 @@ def validate(cfg: Config) -> None:
                                "generation.greedy=true")
         if not 0 < cfg.generation.top_p <= 1:
             raise DdpEvalError(f"config key generation.top_p must be in (0, 1], got {cfg.generation.top_p}")
+        if cfg.generation.top_k is not None:
+            _positive("generation.top_k", cfg.generation.top_k)
+    if not -2 <= cfg.generation.presence_penalty <= 2:
+        raise DdpEvalError("config key generation.presence_penalty must be in [-2, 2] (as vLLM's), got "
+                           f"{cfg.generation.presence_penalty}")
     if cfg.run.batch_size is not None:
         _positive("run.batch_size", cfg.run.batch_size)
     if cfg.run.batch_tokens is not None:
@@ -284,9 +299,22 @@ def validate(cfg: Config) -> None:
         raise DdpEvalError(f"data.limit must be a positive number of rows or null, got {cfg.data.limit}")
 
 
+def _apply_preset(cfg: Config) -> None:
+    """Fill the generation keys the user left unset from generation.preset."""
+    name = cfg.generation.preset
+    if name is None:
+        return
+    if name not in PRESETS:
+        raise DdpEvalError(f"config key generation.preset: unknown preset {shown(name)} (known: "
+                           f"{', '.join(sorted(PRESETS))})")
+    for key, value in preset_values(name).items():
+        if not cfg.is_set(f"generation.{key}"):
+            setattr(cfg.generation, key, value)
+
+
 def plain_greedy(gen: GenerationConfig) -> bool:
     """Whether `generate` would decode plainly greedily (what the shared-prefix decoder reproduces)."""
-    return gen.greedy and gen.repetition_penalty == 1.0
+    return gen.greedy and gen.repetition_penalty == 1.0 and gen.presence_penalty == 0.0
 
 
 def _check_prefix_reuse(cfg: Config) -> None:
@@ -298,7 +326,8 @@ def _check_prefix_reuse(cfg: Config) -> None:
         return
     needs = [(not cfg.model.reuse_vision, "model.reuse_vision=true"),
              (not cfg.generation.greedy, "generation.greedy=true"),
-             (cfg.generation.repetition_penalty != 1.0, "generation.repetition_penalty=1.0")]
+             (cfg.generation.repetition_penalty != 1.0, "generation.repetition_penalty=1.0"),
+             (cfg.generation.presence_penalty != 0.0, "generation.presence_penalty=0")]
     missing = [what for bad, what in needs if bad]
     if missing:
         raise DdpEvalError(f"model.reuse_prefix=true needs {' and '.join(missing)} (it decodes greedily from the "

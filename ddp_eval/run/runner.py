@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ddp_eval.backends.base import Backend
-from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs
+from ddp_eval.backends.hf.backend import HFBackend, generation_kwargs, row_sampling
 from ddp_eval.config import Config
 from ddp_eval.core.parity import describe, summarize
 from ddp_eval.core.plan import skip_done
@@ -144,8 +144,6 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
     first_written = start
     for part, prepared in batches:
         stats.wait_s += time.perf_counter() - tick
-        if not cfg.generation.greedy:
-            torch.manual_seed(cfg.run.seed + prepared.batch_id)  # same rows, same draw, any world size
         tick = time.perf_counter()
         records = backend.predict(prepared, lambda rows_, p=part, b=prepared.batch_id: dataset.prepare(p, b, rows_))
         stats.generate_s += time.perf_counter() - tick
@@ -297,7 +295,7 @@ def load_backend(job: Job, info: DistInfo, processor) -> Backend:
     model = job.family.load_model(job.cfg.model, info.device, job.speed)
     return HFBackend(model, processor, info.device, generation_kwargs(job.cfg, job.max_new_tokens),
                      mode=job.cfg.generation.mode, fast=job.family.fast_path(model, job.speed),
-                     context=context_length(Path(job.cfg.model.path)))
+                     context=context_length(Path(job.cfg.model.path)), sampling=row_sampling(job.cfg))
 
 
 def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writers: list[ShardWriter],

@@ -43,8 +43,13 @@ def run_identity(cfg: Config, benchmark: Benchmark, task: Task, pixels: Pixels) 
         "mode": cfg.generation.mode, "max_new_tokens": cfg.generation.max_new_tokens,
         "greedy": cfg.generation.greedy, "temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p,
     }
-    if cfg.generation.repetition_penalty != 1.0:  # only when set, so shards written before the key resume
+    # Later keys only where they differ from their default, so shards written before them still resume.
+    if cfg.generation.repetition_penalty != 1.0:
         generation["repetition_penalty"] = cfg.generation.repetition_penalty
+    if cfg.generation.presence_penalty != 0.0:
+        generation["presence_penalty"] = cfg.generation.presence_penalty
+    if not cfg.generation.greedy:  # sampled replies follow the seed, drawn per row (backends/hf/sampling.py)
+        generation.update(top_k=cfg.generation.top_k, seed=cfg.run.seed, draws="per_row")
     return {
         "benchmark": benchmark.name,
         "benchmark_digest": benchmark_digest(benchmark, task),

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ddp_eval.backends.base import Record
-from ddp_eval.config import Config
+from ddp_eval.backends.hf.sampling import row_sampler
+from ddp_eval.config import Config, GenerationConfig
 from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.base import FastPath
@@ -30,7 +31,8 @@ class HFBackend:
     """The model, its processor and generation settings on this rank's device."""
 
     def __init__(self, model, processor, device: torch.device, gen_kwargs: dict[str, Any], mode: str = "generate",
-                 fast: FastPath | None = None, context: int | None = None) -> None:
+                 fast: FastPath | None = None, context: int | None = None,
+                 sampling: tuple[GenerationConfig, int] | None = None) -> None:
         self.model = model
         self.processor = processor
         self.device = device
@@ -38,6 +40,7 @@ class HFBackend:
         self.mode = mode
         self.fast = fast
         self.context = context  # the language model's context in tokens; longer prompts fail, not crash
+        self.sampling = sampling  # (generation settings, run.seed): rows sample from their own generators
         self._checked = False
         self._label_ids: dict[str, int] = {}
 
@@ -82,7 +85,12 @@ class HFBackend:
             return self._choose(logits, prepared.choices)
         if fast is not None:
             return fast.generate(inputs, prepared, self.gen_kwargs["max_new_tokens"])
-        output = self.model.generate(**inputs, **self.gen_kwargs)
+        kwargs = self.gen_kwargs
+        if self.sampling is not None:
+            gen, seed = self.sampling
+            kwargs = kwargs | {"logits_processor": row_sampler(gen, seed, prepared.indices,
+                                                               inputs["input_ids"].shape[1])}
+        output = self.model.generate(**inputs, **kwargs)
         return output[:, inputs["input_ids"].shape[1]:]
 
     def _choose(self, logits, choices: list[tuple[str, ...]]) -> list[str]:
@@ -107,13 +115,18 @@ class HFBackend:
 
 
 def generation_kwargs(cfg: Config, max_new_tokens: int | None = None) -> dict:
-    """Keyword arguments for `generate`: greedy (VLMEvalKit's default) or sampling."""
+    """Keyword arguments for `generate`. Always greedy there: sampling (and the presence penalty) is the
+    per-row `RowSampler` the backend adds per batch (sampling.py), so a checkpoint's generation_config
+    (Qwen3-VL's asks for sampling) never decides."""
     gen = cfg.generation
-    common = {"max_new_tokens": max_new_tokens or gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty,
-              "top_k": None}
-    if gen.greedy:
-        return common | {"do_sample": False, "temperature": None, "top_p": None}
-    return common | {"do_sample": True, "temperature": gen.temperature, "top_p": gen.top_p}
+    return {"max_new_tokens": max_new_tokens or gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty,
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def row_sampling(cfg: Config) -> tuple[GenerationConfig, int] | None:
+    """What the backend samples with, or None for greedy decoding without a presence penalty."""
+    gen = cfg.generation
+    return None if gen.greedy and gen.presence_penalty == 0.0 else (gen, cfg.run.seed)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
