@@ -1,12 +1,14 @@
 """Throughput benchmark: the runner on Qwen2-VL-2B-shaped work, against the batch-1 loop, same run.
 
 Workload (fixed so numbers compare across versions):
-- model: the Qwen2-VL-2B-Instruct architecture (its config.json's sizes), random bf16 weights,
-  saved to a local directory and loaded by the runner's own loading code;
+- model: the Qwen2-VL-2B-Instruct architecture (its config.json's sizes), or with `--family qwen3_vl`
+  Qwen3-VL-2B-Instruct's (16-pixel patches, DeepStack, interleaved M-RoPE), random bf16 weights, saved
+  to a local directory and loaded by the runner's own loading code;
 - data: MMBench-format rows with generated images cycling through 8 sizes, a hint on half of the
   rows; `--circular` expands every question into 4 option rotations whose copies refer to the
   original image by index (MMBench's CircularEval layout);
-- VLMEvalKit's pixel setting by default (min 1280*28*28, max 16384*28*28); exactly 4 new tokens.
+- VLMEvalKit's pixel setting for the family by default (Qwen2-VL: min 1280*28*28, max 16384*28*28;
+  Qwen3-VL: qwen_vl_utils' defaults for factor 32); exactly 4 new tokens.
 
     python bench/throughput.py --out /tmp/bench --rows 512 --baseline-rows 64 \\
         --run b16="run.batch_size=16" --run b32="run.batch_size=32"
@@ -48,22 +50,35 @@ TEXT = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_
             rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
 VISION = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, patch_size=14, spatial_merge_size=2,
               temporal_patch_size=2, hidden_size=1536, in_channels=3, hidden_act="quick_gelu")
+# Qwen3-VL-2B-Instruct's config.json, sizes only.
+QWEN3_TEXT = dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                  intermediate_size=6144, vocab_size=151936, max_position_embeddings=262144, rms_norm_eps=1e-6,
+                  hidden_act="silu", rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                                                      "mrope_section": [24, 20, 20], "mrope_interleaved": True})
+QWEN3_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
+                    patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                    deepstack_visual_indexes=[5, 11, 17], hidden_act="gelu_pytorch_tanh", in_channels=3)
 
 
-def build_model(out: Path) -> Path:
-    """Random-weight Qwen2-VL-2B-shaped checkpoint (our small tokenizer; embedding rows as the real one)."""
-    from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2VLConfig
+def build_model(out: Path, family: str = "qwen2_vl") -> Path:
+    """Random-weight Qwen2-VL-2B- or Qwen3-VL-2B-shaped checkpoint (our small tokenizer; embedding rows as the
+    real one)."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2VLConfig, Qwen3VLConfig
 
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return out
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(family)
     ids = token_ids(tokenizer)
-    config = Qwen2VLConfig(text_config={**TEXT, **ids}, vision_config=VISION, **ids)
+    if family == "qwen3_vl":
+        config = Qwen3VLConfig(text_config={**QWEN3_TEXT, **ids}, vision_config=QWEN3_VISION, tie_word_embeddings=True,
+                               **ids)
+    else:
+        config = Qwen2VLConfig(text_config={**TEXT, **ids}, vision_config=VISION, **ids)
     with torch.device("cuda"):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     model.generation_config = GenerationConfig(eos_token_id=[ids["eos_token_id"]], pad_token_id=ids["pad_token_id"])
     model.save_pretrained(out)
-    build_processor(tokenizer).save_pretrained(out)
+    build_processor(tokenizer, family).save_pretrained(out)
     del model
     torch.cuda.empty_cache()
     return out
@@ -118,19 +133,21 @@ def workload_size(model_dir: Path, tsv: Path, min_pixels: int, max_pixels: int) 
     cfg = load_config(None, [f"model.path={model_dir}", f"data.path={tsv}", f"model.min_pixels={min_pixels}",
                              f"model.max_pixels={max_pixels}"])
     bench = load_benchmark(cfg.data)
-    costs = plan_job(cfg, bench).costs
+    job = plan_job(cfg, bench)
+    costs, patch = job.costs, job.family.patch_size
     tokens = patches = flops = 0
     for s in bench.samples:
         w, h = bench.images.size(s.image_keys[0])
-        rh, rw = smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-        p = (rh // 14) * (rw // 14)
+        rh, rw = smart_resize(h, w, factor=2 * patch, min_pixels=min_pixels, max_pixels=max_pixels)
+        p = (rh // patch) * (rw // patch)
         tok = costs[s.index] + 30  # + chat template tokens
         tokens, patches, flops = tokens + tok, patches + p, flops + row_flops(p, tok)
-    return tokens, patches, flops
+    return tokens, patches, flops if job.family.name == "qwen2_vl" else float("nan")  # row_flops: Qwen2-VL's sizes
 
 
-def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels: int) -> dict:
-    """VLMEvalKit's loop: per row, resize + processor + generate, batch 1."""
+def batch1_loop(model_dir: Path, tsv: Path, n: int) -> dict:
+    """VLMEvalKit's loop: per row, resize + processor + generate, batch 1, with the family's pixels and its
+    wrapper's processor call (Qwen3-VL: 16-pixel patches and do_resize=False)."""
     from qwen_vl_utils import fetch_image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -139,6 +156,8 @@ def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels:
     cfg = load_config(None, [f"model.path={model_dir}", f"data.path={tsv}", f"data.limit={n + 2}"])
     bench = load_benchmark(cfg.data)
     job = plan_job(cfg, bench)
+    min_pixels, max_pixels = job.pixels.min_pixels, job.pixels.max_pixels
+    patch, resize = job.family.patch_size, {} if job.family.processor_resizes else {"do_resize": False}
     processor = AutoProcessor.from_pretrained(model_dir)
     processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": "cuda:0"},
@@ -149,10 +168,10 @@ def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels:
             torch.cuda.synchronize()
             start = time.perf_counter()
         image = fetch_image({"image": bench.images.open(s.image_keys[0]), "min_pixels": min_pixels,
-                             "max_pixels": max_pixels})
+                             "max_pixels": max_pixels}, image_patch_size=patch)
         content = job.family.content(job.task, s, bench.name)
         text = processor.apply_chat_template(chat_messages(content), tokenize=False, add_generation_prompt=True)
-        inputs = processor(text=[text], images=[image], return_tensors="pt").to("cuda:0")
+        inputs = processor(text=[text], images=[image], return_tensors="pt", **resize).to("cuda:0")
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=4, do_sample=False, temperature=None, top_p=None,
                                  top_k=None)
@@ -162,7 +181,8 @@ def batch1_loop(model_dir: Path, tsv: Path, n: int, min_pixels: int, max_pixels:
     elapsed = time.perf_counter() - start
     del model
     torch.cuda.empty_cache()
-    return {"rows": n, "seconds": elapsed, "rows_per_s": n / elapsed, "replies": replies}
+    return {"rows": n, "seconds": elapsed, "rows_per_s": n / elapsed, "replies": replies,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def base_overrides(model_dir: Path, tsv: Path, out: Path) -> list[str]:
@@ -193,7 +213,7 @@ def cli_pass(model_dir: Path, tsv: Path, out: Path, overrides: list[str]) -> dic
         raise SystemExit(f"the command line pass failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     timings = json.loads((out / "manifest.json").read_text())["timings"]
     phases = [line for line in done.stderr.splitlines() if " INFO " in line or " WARNING " in line]
-    return {**_summary(timings, overrides), "whole_process_s": wall, "log": phases}
+    return {**_summary(timings, overrides, model_dir), "whole_process_s": wall, "log": phases}
 
 
 def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: list[str]) -> dict:
@@ -206,16 +226,16 @@ def runner_pass(name: str, model_dir: Path, tsv: Path, out: Path, overrides: lis
     torch._dynamo.reset()  # each pass compiles from scratch, as a fresh process would (runs 5-9 did not)
     start = time.perf_counter()
     run(cfg, info, Options(show_progress=False, process_start=start))
-    return _summary(json.loads((out / name / "manifest.json").read_text())["timings"], overrides)
+    return _summary(json.loads((out / name / "manifest.json").read_text())["timings"], overrides, model_dir)
 
 
-def _summary(timings: dict, overrides: list[str]) -> dict:
+def _summary(timings: dict, overrides: list[str], model_dir: Path) -> dict:
     """The figures of one pass from its run manifest's timings (one rank)."""
-    from ddp_eval.models.qwen2_vl import FAMILY
+    from ddp_eval.models.registry import family_for
     from ddp_eval.tasks.base import TaskSettings
 
     cfg = load_config(None, ["model.path=m", "data.path=d", *overrides])
-    pixels = FAMILY.pixels(cfg, TaskSettings())
+    pixels = family_for(model_dir).pixels(cfg, TaskSettings())
     rank = timings["ranks"][0]
     return {"rows": rank["rows"], "predict_s": rank["predict_s"], "rows_per_s": timings["rows_per_s"],
             "load_s": rank["load_s"], "first_batch_s": rank["first_batch_s"], "wait_s": rank["wait_s"],
@@ -262,6 +282,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/ddp_eval_bench"))
     parser.add_argument("--rows", type=int, default=512, help="questions (x4 rows with --circular)")
     parser.add_argument("--circular", action="store_true")
+    parser.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen3_vl"],
+                        help="the 2B architecture to build (random bf16 weights)")
     parser.add_argument("--baseline-rows", type=int, default=64, help="rows for the batch-1 loop; 0 skips it")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=OVERRIDES",
                         help="a runner pass: name and ';'-separated --set overrides (repeatable)")
@@ -280,7 +302,7 @@ def main() -> None:
     logging.getLogger("ddp_eval").setLevel(logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model_dir = build_model(args.out / "qwen2_vl_2b_random")
+    model_dir = build_model(args.out / f"{args.family}_2b_random", args.family)
     print(f"model ready in {time.perf_counter() - t0:.1f} s", flush=True)
     tsv = args.out / f"bench_{args.rows}{'_circular' if args.circular else ''}.tsv"
     if not tsv.exists():
@@ -294,7 +316,8 @@ def main() -> None:
         print(f"startup: first batch {results['startup']['first_batch_s']:.1f} s after process start "
               f"(model load {results['startup']['load_s']:.1f} s)", *results["startup"]["log"], sep="\n", flush=True)
     if args.baseline_rows:
-        base = batch1_loop(model_dir, tsv, args.baseline_rows, 1280 * 28 * 28, 16384 * 28 * 28)
+        torch.cuda.reset_peak_memory_stats()
+        base = batch1_loop(model_dir, tsv, args.baseline_rows)
         results["batch1"] = {k: v for k, v in base.items() if k != "replies"}
         print(f"batch-1 loop: {base['rows_per_s']:.2f} rows/s over {base['rows']} rows", flush=True)
     for spec, fresh_process in [(r, False) for r in args.run] + [(p, True) for p in args.process]:

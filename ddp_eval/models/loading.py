@@ -6,6 +6,8 @@ map that is always `{"": device}`: the whole replica on this rank's device, neve
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -73,7 +75,8 @@ def load_pretrained(cfg: ModelConfig, device: torch.device):
 
 def warm_up_device(device: torch.device) -> threading.Thread | None:
     """Create the CUDA context and cuBLAS handle in the background while the benchmark loads
-    (a few seconds of a job's start on a GPU); join the thread before loading the model."""
+    (a few seconds of a job's start on a GPU), and import the packed attention module the first batch
+    needs (~2 s of torch imports); join the thread before loading the model."""
     if device.type != "cuda":
         return None
 
@@ -81,6 +84,8 @@ def warm_up_device(device: torch.device) -> threading.Thread | None:
         with torch.cuda.device(device):
             a = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
             (a @ a).sum().item()
+        with contextlib.suppress(ImportError):  # torch < 2.9: the family says so when it is asked for
+            importlib.import_module("torch.nn.attention.varlen")
 
     thread = threading.Thread(target=warm, name="ddp_eval-cuda-warmup", daemon=True)
     thread.start()

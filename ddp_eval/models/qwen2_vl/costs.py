@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 
+from ddp_eval.core.resize import resized_size
 from ddp_eval.core.sample import Benchmark, Sample
 from ddp_eval.errors import DdpEvalError
 
@@ -20,8 +21,6 @@ PATCH_FACTOR = 28  # patch size 14 x spatial merge 2: one image token per 28 x 2
 def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: int, max_pixels: int,
               factor: int = PATCH_FACTOR) -> dict[int, int]:
     """Approximate prompt tokens per row: image tokens after resizing by `factor` + the prompt text's length / 4."""
-    from qwen_vl_utils import smart_resize
-
     image_tokens: dict[Hashable, int] = {}
     costs = {}
     for s in benchmark.samples:
@@ -29,7 +28,7 @@ def row_costs(benchmark: Benchmark, text: Callable[[Sample], str], min_pixels: i
             if key not in image_tokens:
                 try:
                     width, height = benchmark.images.size(key)
-                    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+                    h, w = resized_size(height, width, factor, min_pixels, max_pixels)
                     image_tokens[key] = (h // factor) * (w // factor)
                 except (DdpEvalError, ValueError):
                     image_tokens[key] = 0  # fails again, with its reason, when its batch is prepared
