@@ -93,6 +93,8 @@ class Part:
 
     name: str
     out: Path
+    cfg: Config | None = None  # the run's config with this benchmark as data.path
+    benchmark: Benchmark | None = None
     job: Job | None = None
     done: set[int] = field(default_factory=set)
     error: str | None = None  # why it could not be loaded, planned or scored (a suite goes on without it)
@@ -206,8 +208,13 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     warm_up = warm_up_device(info.device)
     if suite:
         _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
-    budget = token_budget(cfg, info)
-    parts = [_open_part(cfg, info, options, name, lock, suite, since, budget) for name in benchmark_names(cfg)]
+    parts = [_load_part(cfg, info, name, suite, since) for name in benchmark_names(cfg)]
+    if warm_up is not None:  # the CUDA context came up while the benchmarks loaded; the budget needs it
+        warm_up.join()
+        log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
+    budget = token_budget(cfg, info)  # on every rank, whatever loaded: it is a collective
+    for part in parts:
+        _plan_part(part, info, options, lock, suite, budget)
     live = [p for p in parts if p.job is not None]
     items = [WorkItem(k, batch) for k, batch in _deal(live, info)]
     todo = sum(len(item.batch.indices) for item in items)
@@ -219,9 +226,6 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     with JobProgress([p.out for p in live], to_predict,
                      enabled=options.show_progress and info.is_main and sys.stderr.isatty()):
         try:
-            if warm_up is not None:
-                warm_up.join()
-                log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
             with StopFlag() as stop, ExitStack() as files:
                 writers = [files.enter_context(ShardWriter(shard_path(p.out, info.rank, info.world_size),
                                                            p.job.identity)) for p in live]
@@ -259,24 +263,35 @@ def _lock_suite_dir(out: Path, info: DistInfo, lock: OutputDirLock | None, timeo
         raise DdpEvalError(error)
 
 
-def _open_part(cfg: Config, info: DistInfo, options: Options, name: str, lock, suite: bool, since: float,
-               budget: int | None) -> Part:
-    """Load, plan and resume one benchmark; in a suite an error marks it failed instead of stopping all."""
-    part_cfg = part_config(cfg, name)
-    part = Part(name=name, out=part_dir(cfg, name))
+def _load_part(cfg: Config, info: DistInfo, name: str, suite: bool, since: float) -> Part:
+    """Load one benchmark; in a suite an error marks it failed instead of stopping all."""
+    part = Part(name=name, out=part_dir(cfg, name), cfg=part_config(cfg, name))
     try:
-        benchmark = prepare_data(part_cfg, info)
-        log.info("benchmark %s: %d rows loaded (%.1f s since start)", benchmark.name, len(benchmark.samples),
-                 time.perf_counter() - since)
-        job = plan_job(part_cfg, benchmark, info.device.type, budget)
+        part.benchmark = prepare_data(part.cfg, info)
+        log.info("benchmark %s: %d rows loaded (%.1f s since start)", part.benchmark.name,
+                 len(part.benchmark.samples), time.perf_counter() - since)
+    except DdpEvalError as err:
+        _leave_out(part, err, suite)
+    return part
+
+
+def _plan_part(part: Part, info: DistInfo, options: Options, lock, suite: bool, budget: int | None) -> None:
+    """Plan and resume one loaded benchmark (batches within `budget` padded tokens)."""
+    if part.benchmark is None:
+        return
+    try:
+        job = plan_job(part.cfg, part.benchmark, info.device.type, budget)
         part.done, part.run_id = resume_state(job, info, part.out, options.retry_failed, lock(part.out))
         part.job = job
     except DdpEvalError as err:
-        if not suite:
-            raise
-        part.error = str(err)
-        log.error("benchmark %s left out of this run: %s", name, err)
-    return part
+        _leave_out(part, err, suite)
+
+
+def _leave_out(part: Part, err: DdpEvalError, suite: bool) -> None:
+    if not suite:
+        raise err
+    part.error = str(err)
+    log.error("benchmark %s left out of this run: %s", part.name, err)
 
 
 def _deal(live: list[Part], info: DistInfo):
