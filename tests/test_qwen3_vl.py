@@ -5,10 +5,13 @@ batch-1 `generate`, and every speed feature against the plain path on the demo b
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import predictions
+from conftest import SMALL_PIXELS
+from helpers import env, predictions, shard_records
 from test_model import QUIET, SMALL, _decode_both_ways, load_model, load_processor, prepare_batch
 
 from ddp_eval import demo
@@ -246,3 +249,22 @@ def test_render_shows_qwen3_vl_chat_template_without_a_default_system_turn(qwen3
     text = FAMILY.render(processor, FAMILY.content(get_task("mcq"), bench.by_index[0], bench.name))
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hint:")
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n") and "system" not in text
+
+
+@pytest.mark.parametrize("checkpoint", ["qwen3_vl", "tiny_model_25"])
+def test_two_gloo_ranks_predict_every_row_once_as_one_process(checkpoint, request, demo_tsv, make_config,
+                                                              single_process, tmp_path):
+    """Qwen3-VL and Qwen2.5-VL under real torchrun (Qwen2-VL: tests/test_torchrun.py)."""
+    path = request.getfixturevalue(checkpoint)
+    overrides = ["data.limit=24", "run.batch_size=4"]
+    run(make_config(*overrides, f"run.output_dir={tmp_path / 'one'}", model=path), single_process, QUIET)
+    sets = [f"model.path={path}", f"data.path={demo_tsv}", "model.dtype=float32", "generation.max_new_tokens=6",
+            "run.num_workers=0", f"run.output_dir={tmp_path / 'two'}", *SMALL_PIXELS, *overrides]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_eval",
+           "--quiet", *[x for s in sets for x in ("--set", s)]]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = shard_records(tmp_path / "two")
+    assert sorted(r["index"] for r in records) == sorted(predictions(tmp_path / "one"))  # each row once
+    assert {r["rank"] for r in records} == {0, 1}
+    assert predictions(tmp_path / "two") == predictions(tmp_path / "one")
