@@ -7,7 +7,7 @@ CONFIG ?= configs/mmbench.yaml
 # Local GPUs (one rank each); 1 CPU rank where there is none.
 GPUS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | wc -l); [ "$$n" -gt 0 ] && echo $$n || echo 1)
 
-.PHONY: install demo test lint eval slurm test-slurm doctor bench clean
+.PHONY: install demo test test-all lint eval slurm test-slurm doctor bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Every test, those marked slow too (pyproject.toml's addopts leaves them out of `make test`).
+test-all: install
+	$(PY) -m pytest -q -m ""
 
 lint: install
 	$(VENV)/bin/ruff check ddp_eval tests

@@ -110,6 +110,7 @@ def test_single_node_script_stops_on_sigterm_without_requeueing(fake_slurm, conf
     assert 0 < len(shard_records(tmp_path / "single")) < 78, stderr[-6000:]
 
 
+@pytest.mark.slow  # ~50 s: four launches; test_torchrun.py covers world-size equality and kill + resume
 def test_scaling_script_on_cpu_ranks(config_file, tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "bench" / "scaling.py"), "--config", str(config_file),
                            "--ranks", "1,2", "--out", str(tmp_path), "--set", "run.batch_size=2",

@@ -31,7 +31,7 @@ def single_process_predictions(tiny_model, demo_tsv, tmp_path_factory) -> dict[i
     return predictions(out)
 
 
-@pytest.mark.parametrize("nproc", [2, 3])
+@pytest.mark.parametrize("nproc", [2, pytest.param(3, marks=pytest.mark.slow)])  # 3: uneven shares
 def test_merged_predictions_equal_single_process(nproc, config_file, tmp_path, single_process_predictions):
     out = tmp_path / f"w{nproc}"
     done = subprocess.run(torchrun_cmd(nproc, config_file, f"run.output_dir={out}"), env=env(),
