@@ -17,6 +17,7 @@ from typing import Any
 from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.common.row_images import rows_with_images
 from ddp_eval.tasks.base import Content
 
 
@@ -38,10 +39,6 @@ def model_inputs(processor, conversations: list[list[dict[str, Any]]]):
                                          return_tensors="pt", processor_kwargs={"padding": True})
 
 
-def shown_images(content: Content) -> tuple[Hashable, ...]:
-    return tuple(item["image"] for item in content if item["type"] == "image")
-
-
 def open_image(benchmark: Benchmark, key: Hashable):
     image = benchmark.images.open(key)
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -58,23 +55,10 @@ class Preprocess:
 
     def __call__(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
         benchmark = self.benchmark
-        rows: dict[int, list[dict[str, Any]]] = {}  # row index -> its conversation
-        failed: dict[int, str] = {}
-        images: dict[Hashable, Any] = {}  # decoded once per batch
-        for index in indices:
-            content = self.content(benchmark.by_index[index])
-            keys = shown_images(content)
-            if not keys:
-                failed[index] = f"row index {index} shows no image; this model family's inputs need one at least"
-                continue
-            try:
-                for key in keys:
-                    if key not in images:
-                        images[key] = open_image(benchmark, key)
-            except DdpEvalError as err:
-                failed[index] = str(err)
-                continue
-            rows[index] = conversation(content, images)
+        runnable, images, failed = rows_with_images(benchmark, indices, self.content, open_image)
+        # row index -> its conversation
+        rows: dict[int, list[dict[str, Any]]] = {index: conversation(content, images)
+                                                  for index, content, _ in runnable}
         inputs = None
         if rows:
             inputs = self._inputs(rows, failed)

@@ -24,6 +24,7 @@ from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.core.prefixes import SharedPrefixes, split_shared_prefixes
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.common.row_images import rows_with_images
 from ddp_eval.models.qwen2_vl.positions import rope_shift
 from ddp_eval.tasks.base import Content
 
@@ -84,10 +85,6 @@ def chat_text(processor, content: Content) -> str:
     return processor.apply_chat_template(chat_messages(content), tokenize=False, add_generation_prompt=True)
 
 
-def shown_images(content: Content) -> tuple[Hashable, ...]:
-    return tuple(item["image"] for item in content if item["type"] == "image")
-
-
 @dataclass
 class Preprocess:
     """Item maker for the DataLoader workers: (batch id, row indices) -> PreparedBatch."""
@@ -107,25 +104,12 @@ class Preprocess:
 
     def __call__(self, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
         benchmark = self.benchmark
-        texts, shown, ok, failed = [], [], [], {}
-        images: dict[Hashable, Any] = {}  # image key -> resized image, decoded once per batch
-        for index in indices:
-            sample = benchmark.by_index[index]
-            content = self.content(sample)
-            keys = shown_images(content)
-            if not keys:
-                failed[index] = f"row index {index} shows no image; this model family's inputs need one at least"
-                continue
-            try:
-                for key in keys:
-                    if key not in images:
-                        images[key] = resized_image(benchmark, key, self.min_pixels, self.max_pixels, self.patch_size)
-            except DdpEvalError as err:
-                failed[index] = str(err)
-                continue
-            ok.append(index)
-            shown.append(keys)
-            texts.append(chat_text(self.processor, content))
+        rows, images, failed = rows_with_images(  # images: key -> resized image, decoded once per batch
+            benchmark, indices, self.content,
+            lambda bench, key: resized_image(bench, key, self.min_pixels, self.max_pixels, self.patch_size))
+        ok = [index for index, _, _ in rows]
+        shown = [keys for _, _, keys in rows]
+        texts = [chat_text(self.processor, content) for _, content, _ in rows]
         batch = PreparedBatch(batch_id=batch_id, indices=tuple(ok), inputs=None, failed=failed,
                               choices=[self.choices(benchmark.by_index[i]) for i in ok])
         if not ok:

@@ -17,7 +17,8 @@ so the shared-prefix positions (qwen2_vl/positions.py) hold as they are.
 
 from __future__ import annotations
 
-from ddp_eval.models.base import Feature
+from dataclasses import replace
+
 from ddp_eval.models.qwen2_vl.family import Qwen2VLFamily
 
 # transformers versions every patch was tested on with Qwen3-VL (5.17 on the GPU, 5.24 on the CPU).
@@ -31,13 +32,6 @@ class Qwen3VLFamily(Qwen2VLFamily):
     patch_size = 16
     ocrbench_min_pixels = 10 * 10 * FACTOR * FACTOR  # VLMEvalKit's Qwen3-VL wrapper, OCRBench alone
     processor_resizes = False  # VLMEvalKit's wrapper: do_resize=False, qwen_vl_utils' image as it is
-    features = (
-        Feature("reuse_vision", "the vision tower encodes each distinct image of a batch once (DeepStack "
-                "features too)", TESTED),
-        Feature("reuse_prefix", "the prompt start that rows of one image share is prefilled once", TESTED),
-        Feature("decode_graphs", "decode steps on static buffers, replayed as CUDA graphs", TESTED),
-        Feature("vision_attention", "one packed attention call per vision layer (varlen_attn, FlashAttention-4)",
-                TESTED),
-        Feature("kv_head_attention", "short queries attend on the key/value heads without copies", TESTED),
-        Feature("compile_vision", "torch.compile of the vision blocks", None),
-    )
+    # Qwen2-VL's features, each tested with Qwen3-VL on its own transformers range; vision reuse repeats
+    # the DeepStack features too.
+    features = tuple(replace(f, tested=TESTED if f.tested else None) for f in Qwen2VLFamily.features)
