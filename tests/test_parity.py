@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from ddp_eval.core.parity import parity_rows, summarize
 from ddp_eval.core.plan import PlannedBatch
 from ddp_eval.run.parity import ParityCheck, parity_count
@@ -31,8 +33,10 @@ def test_parity_defaults_to_cuda_only_and_never_when_sampling():
     assert parity_count(5, "cpu", greedy=True) == 5 and parity_count(5, "cuda", greedy=False) == 0
 
 
-def test_run_reports_full_parity_of_the_fast_path_in_float32(make_config, single_process, tmp_path):
-    cfg = make_config("run.parity_rows=6", "model.reuse_prefix=true", "model.decode_graphs=true", "run.batch_size=8")
+@pytest.mark.parametrize("workers", [0, 2])  # with workers, they prepare the parity rows after the batches
+def test_run_reports_full_parity_of_the_fast_path_in_float32(make_config, single_process, tmp_path, workers):
+    cfg = make_config("run.parity_rows=6", "model.reuse_prefix=true", "model.decode_graphs=true", "run.batch_size=8",
+                      f"run.num_workers={workers}")
     metrics = run(cfg, single_process, Options(show_progress=False))
     out = tmp_path / "out"
     parity = json.loads((out / "metrics.json").read_text())["parity"]

@@ -221,3 +221,26 @@ def test_full_disk_while_writing_the_header_is_a_one_line_error(tmp_path, monkey
         ShardWriter(path, IDENTITY)
     monkeypatch.undo()
     assert path.read_bytes() == b""
+
+
+def test_the_checkpoint_digest_hashed_in_a_thread_equals_the_direct_one_and_raises_its_error(tmp_path, monkeypatch):
+    from ddp_eval.config import Config, ModelConfig
+    from ddp_eval.store import digests
+    from ddp_eval.store.identity import ModelDigest
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(os.urandom(1 << 20))
+    cfg = Config(model=ModelConfig(path=str(model)), data=DataConfig(path="x", cache_dir=str(tmp_path / "cache")))
+    direct = digests.files_digest(digests.model_files(model), None)
+    assert ModelDigest(cfg).result() == direct
+    assert ModelDigest(cfg).result() == direct  # from the digest cache the first one wrote
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(digests, "_sha256", unreadable)
+    (model / "model.safetensors").write_bytes(os.urandom(1 << 10))  # a changed file is hashed again
+    with pytest.raises(PermissionError, match="model.safetensors"):
+        ModelDigest(cfg).result()

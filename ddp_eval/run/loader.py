@@ -1,7 +1,9 @@
 """This rank's planned batches, preprocessed in DataLoader workers while the GPU works on earlier ones.
 
 A suite's batches come from several benchmarks; each item carries which one (`part`), so its rows are
-prepared by that benchmark's preprocessor and written to that benchmark's shard.
+prepared by that benchmark's preprocessor and written to that benchmark's shard. The parity check's rows
+(run/parity.py) follow the batches as items of their own (`alone`), prepared on the plain path by the
+same workers, so their images are decoded while the GPU still works on the last batches.
 """
 
 from __future__ import annotations
@@ -22,28 +24,37 @@ from ddp_eval.models.base import Preprocessor
 class WorkItem:
     part: int  # which benchmark of the suite (0 for a single benchmark)
     batch: PlannedBatch
+    alone: bool = False  # a parity row: prepared by the plain preprocessor, predicted alone
 
 
 class BatchDataset(Dataset):
-    """Item i is the i-th batch of this rank, fully preprocessed: (its benchmark's part, the batch)."""
+    """Item i is the i-th work item of this rank, fully preprocessed: (its benchmark's part, the batch).
+    `plain[part]` prepares the items marked `alone` (the parity rows, after every batch)."""
 
-    def __init__(self, preprocessors: Sequence[Preprocessor], items: list[WorkItem]) -> None:
+    def __init__(self, preprocessors: Sequence[Preprocessor], items: list[WorkItem],
+                 plain: Sequence[Preprocessor] = ()) -> None:
         self.preprocessors = list(preprocessors)
+        self.plain = list(plain)
         self.items = items
 
     def __len__(self) -> int:
         return len(self.items)
 
     @property
+    def batches(self) -> int:
+        return sum(1 for item in self.items if not item.alone)
+
+    @property
     def rows(self) -> int:
-        return sum(len(item.batch.indices) for item in self.items)
+        return sum(len(item.batch.indices) for item in self.items if not item.alone)
 
     def prepare(self, part: int, batch_id: int, indices: tuple[int, ...]) -> PreparedBatch:
         return self.preprocessors[part](batch_id, indices)
 
     def __getitem__(self, i: int) -> tuple[int, PreparedBatch]:
         item = self.items[i]
-        return item.part, self.prepare(item.part, item.batch.batch_id, item.batch.indices)
+        prepare = self.plain[item.part] if item.alone else self.preprocessors[item.part]
+        return item.part, prepare(item.batch.batch_id, item.batch.indices)
 
 
 def _identity(batch):

@@ -1,6 +1,7 @@
 """The parity check on this rank: its share of the parity rows (core/parity.py) is kept as the batched
 path predicts them, then each row is predicted again alone through the plain path: the family's
-preprocessing without vision or prefix reuse, one row per call, the model's own `generate` (or its
+preprocessing without vision or prefix reuse (done by the loader's workers while the last batches run),
+one row per call, the model's own `generate` (or its
 plain forward for choice logits). Model-level kernels that compute the same values (packed vision
 attention, key/value-head attention) stay installed; batching, padding, shared caches and the fast
 decoder are what the check leaves out.
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from ddp_eval.core.parity import parity_rows
-from ddp_eval.models.base import Speed
+from ddp_eval.core.plan import PlannedBatch
+from ddp_eval.run.loader import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,23 @@ def parity_count(setting: int | None, device_type: str, greedy: bool) -> int:
 
 
 class ParityCheck:
-    def __init__(self, jobs: list, items: list, count: int) -> None:
-        mine: dict[int, set[int]] = {}
+    """This rank's parity rows: `work_items()` go to the loader after the batches (prepared on the plain
+    path in its workers), `keep` records the batched predictions, `run` predicts the prepared rows alone."""
+
+    def __init__(self, jobs: list, items: list[WorkItem], count: int) -> None:
+        batch_of: dict[tuple[int, int], int] = {}
         for item in items:
-            mine.setdefault(item.part, set()).update(item.batch.indices)
-        self.wanted = {k: parity_rows(job.plan, count) & mine.get(k, set()) for k, job in enumerate(jobs)}
+            for index in item.batch.indices:
+                batch_of[(item.part, index)] = item.batch.batch_id
+        self.wanted = {k: {i for i in parity_rows(job.plan, count) if (k, i) in batch_of}
+                       for k, job in enumerate(jobs)}
+        self.order = sorted((k, i) for k, rows in self.wanted.items() for i in rows)
+        self.batch_of = {key: batch_of[key] for key in self.order}
         self.batched: dict[tuple[int, int], tuple[int, str]] = {}  # (part, index) -> (batch id, prediction)
+
+    def work_items(self) -> list[WorkItem]:
+        """One item per parity row of this rank, in the order `run` expects them back."""
+        return [WorkItem(k, PlannedBatch(self.batch_of[(k, i)], (i,)), alone=True) for k, i in self.order]
 
     def keep(self, part: int, batch_id: int, records: list[dict]) -> None:
         """Remember the batched predictions of the parity rows among `records` (failed rows are not checked)."""
@@ -45,25 +59,23 @@ class ParityCheck:
             if r["index"] in wanted and not r.get("error"):
                 self.batched[(part, r["index"])] = (batch_id, r["prediction"])
 
-    def run(self, jobs: list, names: list[str], processors: dict, backend, stop) -> dict[str, list[dict]]:
-        """Predict every kept row alone; per benchmark name, [{"index", "same", "batched", "alone"}]."""
-        if not self.batched:
-            return {}
+    def run(self, prepared_rows: Iterable, plain: list, names: list[str], backend, stop) -> dict[str, list[dict]]:
+        """Predict each row of `prepared_rows` ((part, prepared) for `work_items()`, in order; `plain`: each
+        part's plain preprocessor, to prepare a row again) alone where its batched prediction was kept;
+        per benchmark name, [{"index", "same", "batched", "alone"}]."""
         start = time.perf_counter()
-        plain = {}
         results: dict[str, list[dict]] = {}
-        for (k, index), (batch_id, batched) in sorted(self.batched.items()):
+        for (k, index), (_, prepared) in zip(self.order, prepared_rows):
             if stop.signum is not None:
                 break
-            job = jobs[k]
-            if k not in plain:
-                plain[k] = job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, Speed(),
-                                                   job.pixels)
-            prepare = plain[k]
-            record = backend.predict(prepare(batch_id, (index,)), lambda rows, p=prepare, b=batch_id: p(b, rows))[0]
+            if (k, index) not in self.batched:
+                continue
+            batch_id, batched = self.batched[(k, index)]
+            record = backend.predict(prepared, lambda rows, p=plain[k], b=batch_id: p(b, rows))[0]
             alone = record.get("prediction", "") if not record.get("error") else None
             results.setdefault(names[k], []).append({"index": index, "same": alone == batched, "batched": batched,
                                                       "alone": alone})
-        log.info("parity: %d rows predicted alone in %.1f s", sum(map(len, results.values())),
-                 time.perf_counter() - start)
+        if results:
+            log.info("parity: %d rows predicted alone in %.1f s", sum(map(len, results.values())),
+                     time.perf_counter() - start)
         return results

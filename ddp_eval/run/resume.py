@@ -19,7 +19,7 @@ from ddp_eval.distributed.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.job import Job
 from ddp_eval.store.atomic import atomic_write_text
-from ddp_eval.store.identity import content_digests
+from ddp_eval.store.identity import ModelDigest, content_digests
 from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.shards import check_identity, done_indices, read_shards
 
@@ -27,16 +27,17 @@ MIN_FREE_BYTES = 64 * 2**20  # shards of a large benchmark plus its predictions.
 
 
 def resume_state(job: Job, info: DistInfo, out: Path, retry_failed: bool,
-                 lock: OutputDirLock | None = None) -> tuple[set[int], str]:
+                 lock: OutputDirLock | None = None, model_digest: ModelDigest | None = None) -> tuple[set[int], str]:
     """Rank 0 takes the output dir's lock (`lock`), checks the dir, completes the run identity with the
-    files' digests and lists rows already predicted; every rank gets its answer (or its error).
+    files' digests (the checkpoint's from `model_digest` where one was started) and lists rows already
+    predicted; every rank gets its answer (or its error).
     `job.identity` is then the same on every rank."""
     state: tuple[set[int], str, dict] | str
     if info.is_main:
         try:
             if lock is not None:
                 lock.acquire()  # a second run on this dir stops here, naming the first
-            state = _scan_output_dir(job, info, out, retry_failed)
+            state = _scan_output_dir(job, info, out, retry_failed, model_digest)
         except DdpEvalError as err:
             state = str(err)
     else:
@@ -65,11 +66,12 @@ def check_writable(out: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
                            "and re-run (predictions already written are kept)")
 
 
-def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool) -> tuple[set[int], str, dict]:
+def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool,
+                     model_digest: ModelDigest | None) -> tuple[set[int], str, dict]:
     benchmark = job.benchmark
     check_writable(out)
     contents = read_shards(out)
-    identity = {**job.identity, **content_digests(job.cfg, benchmark)}
+    identity = {**job.identity, **content_digests(job.cfg, benchmark, model_digest)}
     check_identity(contents, identity, out)
     known = {s.index for s in benchmark.samples}
     stray = sorted({int(r["index"]) for r in contents.records} - known)

@@ -14,6 +14,7 @@ in the suite summary and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import sys
@@ -33,6 +34,7 @@ from ddp_eval.distributed.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.distributed.progress import JobProgress
 from ddp_eval.distributed.stop import StopFlag
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.base import Speed
 from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.loading import warm_up_device
 from ddp_eval.models.registry import family_for
@@ -44,6 +46,7 @@ from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
 from ddp_eval.run.parity import ParityCheck, parity_count
 from ddp_eval.run.resume import resume_state
 from ddp_eval.store.gather import gather_predictions
+from ddp_eval.store.identity import ModelDigest
 from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.manifest import write_manifest
 from ddp_eval.store.shards import ShardWriter, shard_path
@@ -144,7 +147,7 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
     next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
     first_written = start
-    for part, prepared in batches:
+    for part, prepared in itertools.islice(batches, dataset.batches):  # the parity rows come after
         stats.wait_s += time.perf_counter() - tick
         tick = time.perf_counter()
         records = backend.predict(prepared, lambda rows_, p=part, b=prepared.batch_id: dataset.prepare(p, b, rows_))
@@ -205,6 +208,7 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     suite = bool(cfg.data.benchmarks)
     since = options.process_start or time.perf_counter()
     family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
+    model_digest = ModelDigest(cfg) if info.is_main else None  # hashed while the benchmarks load
     warm_up = warm_up_device(info.device)
     if suite:
         _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
@@ -214,7 +218,7 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
         log.info("CUDA context ready (%.1f s since start)", time.perf_counter() - since)
     budget = token_budget(cfg, info)  # on every rank, whatever loaded: it is a collective
     for part in parts:
-        _plan_part(part, info, options, lock, suite, budget)
+        _plan_part(part, info, options, lock, suite, budget, model_digest)
     live = [p for p in parts if p.job is not None]
     items = [WorkItem(k, batch) for k, batch in _deal(live, info)]
     todo = sum(len(item.batch.indices) for item in items)
@@ -275,13 +279,15 @@ def _load_part(cfg: Config, info: DistInfo, name: str, suite: bool, since: float
     return part
 
 
-def _plan_part(part: Part, info: DistInfo, options: Options, lock, suite: bool, budget: int | None) -> None:
+def _plan_part(part: Part, info: DistInfo, options: Options, lock, suite: bool, budget: int | None,
+               model_digest: ModelDigest | None = None) -> None:
     """Plan and resume one loaded benchmark (batches within `budget` padded tokens)."""
     if part.benchmark is None:
         return
     try:
         job = plan_job(part.cfg, part.benchmark, info.device.type, budget)
-        part.done, part.run_id = resume_state(job, info, part.out, options.retry_failed, lock(part.out))
+        part.done, part.run_id = resume_state(job, info, part.out, options.retry_failed, lock(part.out),
+                                              model_digest)
         part.job = job
     except DdpEvalError as err:
         _leave_out(part, err, suite)
@@ -319,17 +325,17 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
     cfg = first.cfg
     stats = ShareStats()
     processors: dict = {}  # one per distinct pixel setting (a benchmark may ask for its own)
-    preprocessors = []
+    preprocessors, plain = [], []  # per benchmark: its batches' preprocessing, and the plain path's
     for part in live:
         job = part.job
         if job.pixels not in processors:
             processors[job.pixels] = job.family.load_processor(cfg.model, job.pixels)
-        preprocessors.append(job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, job.speed,
-                                                     job.pixels))
-    dataset = BatchDataset(preprocessors, items)
+        for speed, into in ((job.speed, preprocessors), (Speed(), plain)):
+            into.append(job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, speed, job.pixels))
     jobs, names = [p.job for p in live], [p.name for p in live]
     count = parity_count(cfg.run.parity_rows, info.device.type, cfg.generation.greedy)
     parity = ParityCheck(jobs, items, count) if count else None
+    dataset = BatchDataset(preprocessors, items + (parity.work_items() if parity else []), plain)
     with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
         start = time.perf_counter()
         backend = load_backend(first, info, processors[first.pixels])
@@ -339,7 +345,7 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
         predict(cfg, info, dataset, batches, backend, writers, names, stop, stats, options, parity)
         if parity is not None:
             start = time.perf_counter()
-            stats.parity = parity.run(jobs, names, processors, backend, stop)
+            stats.parity = parity.run(batches, plain, names, backend, stop)  # the items after the batches
             stats.parity_s = time.perf_counter() - start
             stop.check(f"rank {info.rank} wrote all {stats.rows} rows; the parity check was cut short")
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,40 @@ def run_identity(cfg: Config, benchmark: Benchmark, task: Task, pixels: Pixels) 
     }
 
 
-def content_digests(cfg: Config, benchmark: Benchmark) -> dict[str, str]:
-    """Digests of the benchmark's files (with the image files its rows name) and the checkpoint's files."""
+class ModelDigest:
+    """The checkpoint's files digest, hashed in a thread from the moment it is made. A fresh checkpoint
+    of a few GB takes seconds to hash; started at process start it overlaps reading the benchmark and
+    bringing up the device, and it leaves the weights in the page cache for their load. The thread is a
+    daemon: a run that stops early does not wait for it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._files, self._cache = model_files(Path(cfg.model.path)), cache_dir_of(cfg.data.cache_dir)
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, name="model-digest", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        try:
+            self._digest = files_digest(self._files, self._cache)
+        except BaseException as err:  # re-raised where the digest is used
+            self._error = err
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
+
+
+def content_digests(cfg: Config, benchmark: Benchmark, model: ModelDigest | None = None) -> dict[str, str]:
+    """Digests of the benchmark's files (with the image files its rows name) and the checkpoint's files
+    (`model`: one started earlier). The model's comes first: both write the same digest cache."""
     cache = cache_dir_of(cfg.data.cache_dir)
+    model_digest = model.result() if model is not None else files_digest(model_files(Path(cfg.model.path)), cache)
     image_paths = list(getattr(benchmark.images, "paths", {}).values())
     return {"data_files": files_digest(data_files(Path(benchmark.source), image_paths), cache),
-            "model_files": files_digest(model_files(Path(cfg.model.path)), cache)}
+            "model_files": model_digest}
 
 
 def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
