@@ -2,8 +2,9 @@
 
 One layer's attention for a batch of images at VLMEvalKit's pixel setting: 16 heads, head_dim 80, each
 image its own sequence of ~5,100 patches. Times torch's packed `varlen_attn`, FlashAttention-4's packed
-kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), and transformers'
-per-image sdpa loop (cuDNN / flash per image), and checks every output against the first.
+kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), transformers'
+per-image sdpa loop (cuDNN / flash per image) and `model.vision_attention=cudnn`'s op, and checks every
+output against the first.
 
     python bench/attention.py --images 16 --json attention.json
 """
@@ -43,6 +44,37 @@ def timed(fn, reps: int) -> float:
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / 1e3 / reps
+
+
+def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: float) -> dict:
+    """Wall time per call (host included) when every call brings image sizes not seen before, as a real
+    benchmark's batches do: kernels that build a plan per shape (cuDNN) pay for it here."""
+    import random
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    from ddp_eval.models.common.vision_attention import cudnn_segments
+
+    rng = random.Random(0)
+    shapes = [[4 * rng.randint(1250, 1400) for _ in range(images)] for _ in range(reps)]
+    kernels = {"varlen_attn_torch": lambda q, cu, n: varlen_attn(q, q, q, cu, cu, n, n, scale=scale),
+               "cudnn_segments": lambda q, cu, n: cudnn_segments(q, q, q, cu, cu, n, n, scale)}
+    out = {}
+    for name, kernel in kernels.items():
+        seconds = []
+        for counts in shapes:
+            q = torch.randn(sum(counts), heads, dim, device=device, dtype=torch.bfloat16)
+            cu = torch.tensor([0, *counts], device=device).cumsum(0).to(torch.int32)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            kernel(q, cu, max(counts))
+            torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        out[name] = {"mean_ms": 1e3 * sum(seconds) / len(seconds), "first_ms": 1e3 * seconds[0],
+                     "max_ms": 1e3 * max(seconds)}
+        print(f"fresh shapes, {name}: {out[name]['mean_ms']:.2f} ms a call on average (first "
+              f"{out[name]['first_ms']:.1f}, slowest {out[name]['max_ms']:.1f})", flush=True)
+    return out
 
 
 def main() -> None:
@@ -89,7 +121,9 @@ def main() -> None:
     record("varlen_attn_torch", packed)
     for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         record(f"per_image_{backend.name.lower()}", per_image(backend))
-    from ddp_eval.models.common.vision_attention import fa4_call
+    from ddp_eval.models.common.vision_attention import cudnn_segments, fa4_call
+
+    record("cudnn_segments", lambda: cudnn_segments(q, k, v, cu, cu, longest, longest, scale))  # =cudnn
 
     try:
         fa4 = fa4_call(device)
@@ -100,6 +134,7 @@ def main() -> None:
     except Exception as err:  # report and go on: this is a measurement, not the runner
         results["fa4_varlen"] = {"error": repr(err)}
         print(f"fa4_varlen: failed: {err!r}", flush=True)
+    results["fresh_shapes"] = fresh_shapes(args.images, args.reps, heads, dim, device, scale)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

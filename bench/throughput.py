@@ -253,7 +253,7 @@ def profile_batch(model_dir: Path, tsv: Path, rows: int, overrides: list[str]) -
 
     cfg = load_config(None, [*base_overrides(model_dir, tsv, Path("/tmp/unused")), *overrides])
     bench = load_benchmark(cfg.data)
-    job = plan_job(cfg, bench)
+    job = plan_job(cfg, bench, "cuda")  # the switches a run on the GPU takes (prefix reuse, decode graphs)
     processor = job.family.load_processor(cfg.model, job.pixels)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0), initialized=False)
     replica = load_backend(job, info, processor)

@@ -25,7 +25,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "tsv", "hf_dataset", "mmbench_tsv")  # mmbench_tsv: the older name of tsv
 GENERATION_MODES = ("generate", "choice_logits")
 MAX_TIMEOUT_S = 30 * 24 * 3600  # longer waits overflow the process group's timer
-VISION_ATTENTION = ("auto", "sdpa", "varlen", "fa4")
+VISION_ATTENTION = ("auto", "sdpa", "varlen", "cudnn", "fa4")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class ModelConfig:
     # Vision tower attention: sdpa (transformers' loop, one call per image per layer), varlen (one packed
     # call per layer for all images of the batch: PyTorch's varlen_attn on CUDA, image by image on CPU),
     # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa;
+    # cudnn: the packed call runs cuDNN's attention image by image (CUDA; windowed towers with many
+    # segments, as Qwen2.5-VL's, keep varlen there);
     # fa4: packed like varlen, with FlashAttention-4's kernels (the flash-attn-4 package; Hopper, Blackwell).
     vision_attention: str = "auto"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.

@@ -327,9 +327,10 @@ def test_a_model_that_fails_to_load_stops_the_started_loader_workers(make_config
     assert left == []
 
 
-def test_fa4_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_model):
-    cfg = ModelConfig(path=str(tiny_model), dtype="float32", vision_attention="fa4")
-    with pytest.raises(DdpEvalError, match="model.vision_attention=fa4 runs CUDA kernels.*cpu"):
+@pytest.mark.parametrize("kernel", ["fa4", "cudnn"])
+def test_a_cuda_only_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_model, kernel):
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", vision_attention=kernel)
+    with pytest.raises(DdpEvalError, match=f"model.vision_attention={kernel} runs CUDA kernels.*cpu"):
         load_model(cfg, torch.device("cpu"))
 
 

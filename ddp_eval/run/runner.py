@@ -326,6 +326,7 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
     stats = ShareStats()
     processors: dict = {}  # one per distinct pixel setting (a benchmark may ask for its own)
     preprocessors, plain = [], []  # per benchmark: its batches' preprocessing, and the plain path's
+    start = time.perf_counter()
     for part in live:
         job = part.job
         if job.pixels not in processors:
@@ -336,6 +337,8 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
     count = parity_count(cfg.run.parity_rows, info.device.type, cfg.generation.greedy)
     parity = ParityCheck(jobs, items, count) if count else None
     dataset = BatchDataset(preprocessors, items + (parity.work_items() if parity else []), plain)
+    log.info("processor loaded in %.1f s (%.1f s since start)", time.perf_counter() - start,
+             time.perf_counter() - (options.process_start or start))
     with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
         start = time.perf_counter()
         backend = load_backend(first, info, processors[first.pixels])

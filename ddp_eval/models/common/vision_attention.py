@@ -6,8 +6,10 @@ the split sizes in every layer. Its flash-attention
 branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transformers takes that
 branch for any attention implementation whose name contains "flash". This registers one backed by
 PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), or
-by FlashAttention-4 (`model.vision_attention=fa4`: the `flash-attn-4` package's CuTe DSL kernels for
-Hopper and Blackwell), and selects it for the vision tower only. The model family finds its tower and hands it in.
+by cuDNN's attention image by image (`model.vision_attention=cudnn`: no extra package; faster than
+varlen_attn on Hopper for the few long sequences of a batch's images), or by FlashAttention-4
+(`model.vision_attention=fa4`: the `flash-attn-4` package's CuTe DSL kernels for Hopper and Blackwell),
+and selects it for the vision tower only. The model family finds its tower and hands it in.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def _length(value) -> int:
     return value if isinstance(value, (int, torch.SymInt)) else int(value)
 
 
+@functools.cache
 def varlen_call() -> tuple[Callable, bool]:
     """torch's varlen_attn as f(q, k, v, cu_q, cu_k, max_q, max_k, scale), and whether it honours the
     scale: older torch has no scale argument and always uses 1/sqrt(head_dim)."""
@@ -97,6 +100,45 @@ def fa4_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Te
 @fa4_varlen.register_fake
 def _(q, k, v, cu_q, cu_k, max_q, max_k, scale):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+CUDNN_MAX_SEGMENTS = 64  # beyond this (windowed attention: ~100 windows an image) one varlen call is faster
+
+
+@torch.library.custom_op("ddp_eval::cudnn_segments", mutates_args=())
+def cudnn_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                   max_q: int, max_k: int, scale: float | None) -> torch.Tensor:
+    """Attention within each packed sequence, (tokens, heads, dim) in and out: cuDNN's kernel once per
+    sequence, or torch's varlen_attn in one call where the sequences are many (the split sizes cost one
+    host sync per layer). A torch op, so that compiled vision blocks call it as one opaque kernel."""
+    bounds = cu_q.tolist()
+    if len(bounds) - 1 > CUDNN_MAX_SEGMENTS or not torch.equal(cu_q, cu_k):
+        return varlen_call()[0](q, k, v, cu_q, cu_k, max_q, max_k, scale)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        pieces = [nn.functional.scaled_dot_product_attention(
+            *(t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v)), scale=scale)[0].transpose(0, 1)
+            for a, b in zip(bounds[:-1], bounds[1:])]
+    return torch.cat(pieces)
+
+
+@cudnn_segments.register_fake
+def _(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+def cudnn_problem(device: torch.device, head_dim: int, dtype: torch.dtype) -> str | None:
+    """Why cuDNN's attention cannot serve this tower on `device`, from one small call; None if it can."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        q = torch.zeros(1, 2, 128, head_dim, device=device, dtype=dtype)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            nn.functional.scaled_dot_product_attention(q, q, q)
+    except RuntimeError as err:
+        return str(err).strip().splitlines()[0][:200]
+    return None
 
 
 def fa4_problem(device: torch.device | None = None) -> str | None:
@@ -154,28 +196,41 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
 
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
     attention = packed_attention
-    if kernel == "fa4" and device.type != "cuda":
-        raise DdpEvalError(f"model.vision_attention=fa4 runs CUDA kernels; this replica is on {device}. "
+    if kernel in ("fa4", "cudnn") and device.type != "cuda":
+        raise DdpEvalError(f"model.vision_attention={kernel} runs CUDA kernels; this replica is on {device}. "
                            "Use model.vision_attention=varlen or sdpa")
     if device.type == "cuda" and kernel == "fa4":
         _check_dtype(dtype, kernel)
         attention = functools.partial(packed_attention, varlen=fa4_call(device))
     elif device.type == "cuda":
-        try:
-            from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-        except ImportError:
-            raise DdpEvalError(f"model.vision_attention=varlen needs torch.nn.attention.varlen (torch >= 2.9); "
-                               f"this is torch {torch.__version__}; use model.vision_attention=sdpa") from None
-        _check_dtype(dtype, kernel)
-        attn, (call, takes_scale) = visual.blocks[0].attn, varlen_call()
-        if not takes_scale and attn.head_dim**-0.5 != attn.scaling:
-            raise DdpEvalError("model.vision_attention=varlen: this torch's varlen_attn has no scale argument and "
-                               "the model's attention scale is not 1/sqrt(head_dim); use model.vision_attention=sdpa")
+        call = _checked_varlen(visual, kernel)  # cudnn falls back to it for many short sequences
+        if kernel == "cudnn":
+            problem = cudnn_problem(device, visual.blocks[0].attn.head_dim, dtype)
+            if problem is not None:
+                raise DdpEvalError(f"model.vision_attention=cudnn: cuDNN's attention does not run here ({problem}); "
+                                   "use model.vision_attention=varlen")
+            call = cudnn_segments
         attention = functools.partial(packed_attention, varlen=call)
     AttentionInterface.register(NAME, attention)
     visual.config._attn_implementation = NAME
     log.info("vision attention: one packed call per layer (%s)", "per image on CPU" if device.type != "cuda"
-             else "FlashAttention-4" if kernel == "fa4" else "varlen_attn")
+             else "FlashAttention-4" if kernel == "fa4" else "cuDNN, image by image" if kernel == "cudnn"
+             else "varlen_attn")
+
+
+def _checked_varlen(visual: nn.Module, kernel: str) -> Callable:
+    """torch's varlen_attn call for this tower (`kernel` names the setting in errors)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        raise DdpEvalError(f"model.vision_attention={kernel} needs torch.nn.attention.varlen (torch >= 2.9); "
+                           f"this is torch {torch.__version__}; use model.vision_attention=sdpa") from None
+    _check_dtype(next(visual.parameters()).dtype, kernel)
+    attn, (call, takes_scale) = visual.blocks[0].attn, varlen_call()
+    if not takes_scale and attn.head_dim**-0.5 != attn.scaling:
+        raise DdpEvalError(f"model.vision_attention={kernel}: this torch's varlen_attn has no scale argument and "
+                           "the model's attention scale is not 1/sqrt(head_dim); use model.vision_attention=sdpa")
+    return call
 
 
 def _check_dtype(dtype: torch.dtype, kernel: str) -> None:
