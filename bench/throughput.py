@@ -293,6 +293,9 @@ def main() -> None:
                         help="also time process start -> first batch with the CLI on this many rows")
     parser.add_argument("--compare", action="append", default=[], metavar="A:B",
                         help="report the share of rows where runs A and B predicted the same reply")
+    parser.add_argument("--without-cudnn-sdp", action="append", default=[], metavar="NAME",
+                        help="run the --run pass NAME with cuDNN's sdpa backend off (the language model's sdpa "
+                             "then takes flash / memory-efficient kernels), to see what its per-shape plans cost")
     parser.add_argument("--profile", type=int, default=0, help="profile one batch of this many rows at the end")
     parser.add_argument("--profile-set", default="", metavar="OVERRIDES",
                         help="';'-separated --set overrides for the profiled batch")
@@ -327,7 +330,9 @@ def main() -> None:
             res = cli_pass(model_dir, tsv, args.out / name, overrides)
             print(f"{name} (fresh process, {res['whole_process_s']:.1f} s in all):", *res["log"], sep="\n  ")
         else:
+            torch.backends.cuda.enable_cudnn_sdp(name not in args.without_cudnn_sdp)
             res = runner_pass(name, model_dir, tsv, args.out, overrides)
+            torch.backends.cuda.enable_cudnn_sdp(True)
         tokens, patches, flops = workload_size(model_dir, tsv, res["min_pixels"], res["max_pixels"])
         rate = res["rows_per_s"]
         res.update(tokens_per_s=tokens / res["predict_s"], patches_per_s=patches / res["predict_s"],

@@ -403,3 +403,62 @@ def test_lagged_stop_check_stops_one_step_after_all_rows_finish():
     assert [AllDone(lagged=False).after(d) for d in steps[:3]] == [False, False, True]
     lagged = AllDone(lagged=True)
     assert [lagged.after(d) for d in steps] == [False, False, False, True]
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"])
+def test_the_fused_rotary_kernel_reproduces_this_transformers_function_and_leaves_the_cpu_to_it(family):
+    import importlib
+    import inspect
+
+    from ddp_eval.models.common.fused_rotary import EXPECTED, fused_version, takes
+
+    module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+    original = module.apply_rotary_pos_emb_vision
+    source = inspect.getsource(getattr(original, "original", original))
+    assert all(line in source for line in EXPECTED)  # else use_fused_rotary keeps transformers' own
+    q, k = torch.randn(2, 7, 3, 8, dtype=torch.bfloat16).unbind(0)
+    cos, sin = torch.randn(2, 7, 8).unbind(0)
+    assert not takes(q, k, cos, sin)  # CPU tensors: transformers' function, unchanged
+    for got, want in zip(fused_version(original)(q, k, cos, sin), original(q, k, cos, sin)):
+        assert torch.equal(got, want)
+
+
+def test_the_fused_rotary_is_not_installed_on_a_cpu_replica(tiny_model):
+    import sys
+
+    from ddp_eval.models.common.fused_rotary import use_fused_rotary
+    from ddp_eval.models.qwen2_vl.vision_reuse import find_vision_tower
+
+    model = load_model(ModelConfig(path=str(tiny_model), dtype="float32"), torch.device("cpu"))
+    visual = find_vision_tower(model)
+    module = sys.modules[type(visual).__module__]
+    before = module.apply_rotary_pos_emb_vision
+    assert use_fused_rotary(visual) == "the replica is not on a CUDA device"
+    assert module.apply_rotary_pos_emb_vision is before
+
+
+def test_the_fused_rotary_kernel_computes_transformers_values_in_tritons_interpreter(tmp_path):
+    """The kernel's indexing and arithmetic, run by Triton's CPU interpreter in float16 (whose numpy
+    emulation rounds bfloat16 by truncation, so bfloat16's equality is checked on the GPU: bench/rotary.py)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    script = """
+import torch
+from ddp_eval.models.common.fused_rotary import _rotate
+from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+torch.manual_seed(0)
+q, k, _ = (torch.randn(37, 3, 5, 80, dtype=torch.float16) * 4).permute(1, 0, 2, 3).unbind(0)
+angles = torch.rand(37, 40) * 37
+emb = torch.cat([angles, angles], -1)
+for table in (torch.float32, torch.bfloat16):
+    cos, sin = emb.cos().to(table), emb.sin().to(table)
+    want = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    assert all(torch.equal(a, b) for a, b in zip((_rotate(q, cos, sin), _rotate(k, cos, sin)), want)), table
+print("equal")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-2000:]

@@ -28,7 +28,7 @@ from ddp_eval.tasks.registry import get_task
 ALL_ON = ("model.reuse_vision=true", "model.reuse_prefix=true", "model.decode_graphs=true",
           "model.vision_attention=varlen", "model.kv_head_attention=true")
 ALL_OFF = ("model.reuse_vision=false", "model.reuse_prefix=false", "model.decode_graphs=false",
-           "model.vision_attention=sdpa", "model.kv_head_attention=false")
+           "model.vision_attention=sdpa", "model.kv_head_attention=false", "model.fused_rotary=false")
 ROWS_OF_FOUR_SIZES = (0, 1, 2, 3)  # the demo's images: 64x64, 96x72, 80x120, 128x96
 
 
@@ -94,9 +94,10 @@ def test_every_speed_feature_is_offered_within_the_tested_transformers():
     cfg = load_config(None, ["model.path=m", "data.path=d.tsv", *ALL_ON])
     for version in ("5.17.0", "5.24.0"):
         assert resolve_speed(cfg, FAMILY, version) == Speed(reuse_vision=True, reuse_prefix=True, decode_graphs=True,
-                                                            vision_attention="varlen", kv_head_attention=True)
+                                                            vision_attention="varlen", kv_head_attention=True,
+                                                            fused_rotary=True)
     assert {f.key for f in FAMILY.features} == {"reuse_vision", "reuse_prefix", "decode_graphs", "vision_attention",
-                                                "kv_head_attention", "compile_vision"}
+                                                "kv_head_attention", "fused_rotary", "compile_vision"}
 
 
 def test_replica_loads_whole_on_the_device_and_the_processor_keeps_the_run_pixel_bounds(qwen3_vl):

@@ -53,6 +53,7 @@ class Speed:
     decode_graphs: bool = False
     vision_attention: str = "sdpa"  # auto / sdpa / varlen / cudnn / fa4; the kernel is picked on the device at load
     kv_head_attention: bool = False
+    fused_rotary: bool = False
     compile_vision: bool = False
 
 
@@ -136,7 +137,7 @@ class ModelFamily(ABC):
 
 
 _SWITCHES = ("reuse_vision", "reuse_prefix", "decode_graphs", "vision_attention", "kv_head_attention",
-             "compile_vision")
+             "fused_rotary", "compile_vision")
 
 
 def _wanted(value: Any, key: str) -> bool:

@@ -73,32 +73,19 @@ def load_pretrained(cfg: ModelConfig, device: torch.device):
     return model
 
 
-# What loading the processor and the replica imports: transformers' image utilities pull in torchvision
-# and torch._dynamo (~2.5-3.5 s with bytecode cached, twice that without).
-LOAD_IMPORTS = ("transformers.image_processing_utils", "transformers.processing_utils", "transformers.modeling_utils")
-
-
 def warm_up_device(device: torch.device) -> threading.Thread | None:
     """Create the CUDA context and cuBLAS handle in the background while the benchmark loads
-    (a few seconds of a job's start on a GPU), and import what the first batch needs (the packed
-    attention module, ~2 s of torch imports) and what loading the processor and model imports, in a
-    second thread beside it; join the returned thread (it joins the other) before planning, so that
-    nothing else imports transformers meanwhile."""
+    (a few seconds of a job's start on a GPU), and import the packed attention module the first batch
+    needs (~2 s of torch imports); join the thread before loading the model."""
     if device.type != "cuda":
         return None
 
-    def imports() -> None:
-        for name in ("torch.nn.attention.varlen", *LOAD_IMPORTS):
-            with contextlib.suppress(ImportError):  # torch < 2.9 has no varlen: the family says so when asked
-                importlib.import_module(name)
-
     def warm() -> None:
-        importing = threading.Thread(target=imports, name="ddp_eval-imports", daemon=True)
-        importing.start()
         with torch.cuda.device(device):
             a = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
             (a @ a).sum().item()
-        importing.join()
+        with contextlib.suppress(ImportError):  # torch < 2.9: the family says so when it is asked for
+            importlib.import_module("torch.nn.attention.varlen")
 
     thread = threading.Thread(target=warm, name="ddp_eval-cuda-warmup", daemon=True)
     thread.start()

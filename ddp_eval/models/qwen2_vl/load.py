@@ -2,7 +2,8 @@
 
 The processor keeps the pixel bounds of the run (qwen_vl_utils has already resized each image within
 them, and the processor must not resize it again). The model gets, as `Speed` says: the packed
-vision attention, attention on the key/value heads for short queries, compiled vision blocks.
+vision attention, the fused rotary embedding of the vision tower (CUDA), attention on the key/value
+heads for short queries, compiled vision blocks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from ddp_eval.config import ModelConfig
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.base import Pixels, Speed
+from ddp_eval.models.common.fused_rotary import use_fused_rotary
 from ddp_eval.models.common.kv_head_attention import use_kv_head_attention
 from ddp_eval.models.common.vision_attention import packed_kernel_available, use_packed_vision_attention
 from ddp_eval.models.loading import load_auto_processor, load_pretrained
@@ -40,6 +42,9 @@ def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
             use_packed_vision_attention(visual, speed.vision_attention)
         elif packed_kernel_available(visual):  # auto
             use_packed_vision_attention(visual)
+    on = speed.fused_rotary and device.type == "cuda"
+    if (problem := use_fused_rotary(find_vision_tower(model), on)) and on:
+        log.info("model.fused_rotary: not used (%s)", problem)
     if speed.kv_head_attention and not use_kv_head_attention(model):
         log.info("model.kv_head_attention: not used (needs attn_implementation=sdpa and grouped key/value heads)")
     if speed.compile_vision:
