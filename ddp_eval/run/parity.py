@@ -19,7 +19,7 @@ from ddp_eval.run.loader import WorkItem
 
 log = logging.getLogger(__name__)
 
-CUDA_DEFAULT_ROWS = 16  # ~0.25 s each at batch 1 on one H200 for a 2B model (bench/RESULTS.md, run 23)
+CUDA_DEFAULT_ROWS = 16  # 0.3-0.4 s each at batch 1 on one H200 for a 2B model (bench/RESULTS.md, runs 26-27)
 
 
 def parity_count(setting: int | None, device_type: str, greedy: bool) -> int:
