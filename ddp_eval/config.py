@@ -58,9 +58,10 @@ class ModelConfig:
     # Decode steps and other short queries attend on the language model's key/value heads as they are,
     # instead of copying them for every query head (sdpa only; the result is the same).
     kv_head_attention: bool = True
-    # The vision tower's rotary embedding as one Triton kernel on CUDA instead of a dozen (the same values
-    # bit for bit: same float32 operations, no fused multiply-add); on the CPU transformers' own.
-    fused_rotary: bool = True
+    # The vision tower's rotary embedding as one Triton kernel on CUDA instead of a dozen (the same float32
+    # operations, no fused multiply-add); on the CPU transformers' own. Off until bench/rotary.py has shown
+    # it equal bit for bit on a GPU (Triton's interpreter does in float16).
+    fused_rotary: bool = False
     # Image resizing bounds; null: the model family's default (VLMEvalKit's setting for that family).
     min_pixels: int | None = None
     max_pixels: int | None = None

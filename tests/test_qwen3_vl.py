@@ -26,7 +26,7 @@ from ddp_eval.tasks.load import load_benchmark
 from ddp_eval.tasks.registry import get_task
 
 ALL_ON = ("model.reuse_vision=true", "model.reuse_prefix=true", "model.decode_graphs=true",
-          "model.vision_attention=varlen", "model.kv_head_attention=true")
+          "model.vision_attention=varlen", "model.kv_head_attention=true", "model.fused_rotary=true")
 ALL_OFF = ("model.reuse_vision=false", "model.reuse_prefix=false", "model.decode_graphs=false",
            "model.vision_attention=sdpa", "model.kv_head_attention=false", "model.fused_rotary=false")
 ROWS_OF_FOUR_SIZES = (0, 1, 2, 3)  # the demo's images: 64x64, 96x72, 80x120, 128x96

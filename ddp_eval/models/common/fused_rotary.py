@@ -1,4 +1,4 @@
-"""The vision tower's rotary embedding in one GPU kernel, equal to transformers' own bit for bit.
+"""The vision tower's rotary embedding in one GPU kernel, meant to equal transformers' own bit for bit.
 
 transformers' `apply_rotary_pos_emb_vision` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) casts q and k to float32,
 builds `rotate_half` with a negation and a concatenation, multiplies, adds and casts back: a dozen
@@ -6,7 +6,9 @@ kernels a layer, each reading and writing a (patches x heads x head_dim) float32
 hundred MB for a batch of MMBench-sized images. That is memory traffic, not arithmetic. This Triton
 kernel reads q and k once and writes them once, doing the same float32 operations (each product and
 the sum rounded on its own: fused multiply-add is off) and the same round-to-nearest-even cast back,
-so its output is the eager one exactly (`bench/rotary.py` checks that on the GPU).
+so its output should be the eager one exactly. Triton's CPU interpreter agrees in float16 (tests; its
+numpy emulation truncates bfloat16, so bfloat16 needs the GPU); `bench/rotary.py` checks and times it on
+a GPU, which has not been done yet: `model.fused_rotary` is off by default until it is.
 
 CUDA only; anything it does not take (CPU tensors, other layouts) goes to transformers' function.
 """
