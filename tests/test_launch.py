@@ -86,6 +86,8 @@ def _stop_single_node_script(env, out, signum):
     return cmd, proc.returncode, stderr
 
 
+@pytest.mark.skipif(os.environ.get("DDP_EVAL_REQUIRE_SLURM") == "1",
+                    reason="real SLURM is installed: test_slurm_cluster.py requeues on USR1 and resumes on it")
 def test_single_node_script_requeues_on_usr1_and_the_requeued_job_resumes(fake_slurm, config_file, tmp_path):
     out = tmp_path / "single"
     env = {**fake_slurm, "NPROC_PER_NODE": "2", "CONFIG": str(config_file)}
