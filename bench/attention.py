@@ -77,12 +77,17 @@ def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: fl
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def layer_args(doc: str) -> argparse.Namespace:
+    """The command line of the one-layer benchmarks (this one, rotary.py): images, timed calls, JSON out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--json")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = layer_args(__doc__)
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.varlen import varlen_attn
 

@@ -11,19 +11,14 @@ in bfloat16.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from attention import patch_counts, timed
+from attention import layer_args, patch_counts, timed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--json")
-    args = parser.parse_args()
+    args = layer_args(__doc__)
     from transformers.models.qwen2_vl import modeling_qwen2_vl
 
     from ddp_eval.models.common.fused_rotary import fused_version, takes
