@@ -39,7 +39,8 @@ class ModelConfig:
     # call per layer for all images of the batch: PyTorch's varlen_attn on CUDA, image by image on CPU),
     # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa;
     # cudnn: the packed call runs cuDNN's attention image by image (CUDA; windowed towers with many
-    # segments, as Qwen2.5-VL's, keep varlen there);
+    # segments, as Qwen2.5-VL's, keep varlen there): pays only where images come in a few sizes, since
+    # cuDNN builds a plan (~0.3 s) for every new sequence length;
     # fa4: packed like varlen, with FlashAttention-4's kernels (the flash-attn-4 package; Hopper, Blackwell).
     vision_attention: str = "auto"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.

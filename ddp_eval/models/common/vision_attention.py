@@ -7,7 +7,8 @@ branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transf
 branch for any attention implementation whose name contains "flash". This registers one backed by
 PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), or
 by cuDNN's attention image by image (`model.vision_attention=cudnn`: no extra package; faster than
-varlen_attn on Hopper for the few long sequences of a batch's images), or by FlashAttention-4
+varlen_attn on Hopper where images come in a few sizes, far slower where sizes vary, since cuDNN builds
+a plan for every new sequence length: bench/RESULTS.md, run 27), or by FlashAttention-4
 (`model.vision_attention=fa4`: the `flash-attn-4` package's CuTe DSL kernels for Hopper and Blackwell),
 and selects it for the vision tower only. The model family finds its tower and hands it in.
 """
