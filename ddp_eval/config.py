@@ -63,6 +63,10 @@ class ModelConfig:
     # operations, no fused multiply-add); on the CPU transformers' own. Off until bench/rotary.py has shown
     # it equal bit for bit on a GPU (Triton's interpreter does in float16).
     fused_rotary: bool = False
+    # The vision MLP's QuickGELU (Qwen2-VL) as one Triton kernel on CUDA instead of three (the same float32
+    # steps, each rounded as PyTorch's kernels round them); on the CPU transformers' own. Off until
+    # bench/quick_gelu.py has shown it equal bit for bit on a GPU.
+    fused_activation: bool = False
     # Image resizing bounds; null: the model family's default (VLMEvalKit's setting for that family).
     min_pixels: int | None = None
     max_pixels: int | None = None

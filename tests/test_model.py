@@ -462,3 +462,51 @@ print("equal")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_fused_quick_gelu_reproduces_this_transformers_activation_and_leaves_the_cpu_to_it():
+    import inspect
+
+    from transformers.activations import QuickGELUActivation
+
+    from ddp_eval.models.common.fused_quick_gelu import EXPECTED, FusedQuickGELU, takes
+
+    assert EXPECTED in inspect.getsource(QuickGELUActivation.forward)  # else use_fused_quick_gelu keeps it
+    x = torch.randn(7, 16, dtype=torch.bfloat16)
+    assert not takes(x)  # a CPU tensor: transformers' formula, unchanged
+    assert torch.equal(FusedQuickGELU(QuickGELUActivation())(x), QuickGELUActivation()(x))
+
+
+def test_the_fused_quick_gelu_is_installed_only_on_a_cuda_tower_that_uses_it(tiny_model, tiny_model_25):
+    from ddp_eval.models.common.fused_quick_gelu import use_fused_quick_gelu
+    from ddp_eval.models.qwen2_vl.vision_reuse import find_vision_tower
+
+    visual = find_vision_tower(load_model(ModelConfig(path=str(tiny_model), dtype="float32"), torch.device("cpu")))
+    acts = [type(block.mlp.act) for block in visual.blocks]
+    assert use_fused_quick_gelu(visual) == "the replica is not on a CUDA device"
+    assert [type(block.mlp.act) for block in visual.blocks] == acts
+    qwen25 = find_vision_tower(load_model(ModelConfig(path=str(tiny_model_25), dtype="float32"), torch.device("cpu")))
+    assert use_fused_quick_gelu(qwen25) == f"{type(qwen25).__name__}'s MLPs do not use QuickGELU"  # SiLU, gated
+
+
+def test_the_fused_quick_gelu_kernel_computes_transformers_values_in_tritons_interpreter():
+    """Indexing, masking and the three roundings, run by Triton's CPU interpreter in float16 (bfloat16 and
+    CUDA's exp are checked on the GPU: bench/quick_gelu.py)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    script = """
+import torch
+from transformers.activations import QuickGELUActivation
+from ddp_eval.models.common.fused_quick_gelu import quick_gelu
+torch.manual_seed(0)
+for spread in (3.0, 40.0):
+    x = (torch.randn(37, 301) * spread).half()  # not a multiple of the block: the tail is masked
+    assert torch.equal(quick_gelu(x), QuickGELUActivation()(x)), spread
+print("equal")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-2000:]

@@ -54,6 +54,7 @@ class Speed:
     vision_attention: str = "sdpa"  # auto / sdpa / varlen / cudnn / fa4; the kernel is picked on the device at load
     kv_head_attention: bool = False
     fused_rotary: bool = False
+    fused_activation: bool = False
     compile_vision: bool = False
 
 
@@ -137,7 +138,7 @@ class ModelFamily(ABC):
 
 
 _SWITCHES = ("reuse_vision", "reuse_prefix", "decode_graphs", "vision_attention", "kv_head_attention",
-             "fused_rotary", "compile_vision")
+             "fused_rotary", "fused_activation", "compile_vision")
 
 
 def _wanted(value: Any, key: str) -> bool:

@@ -31,6 +31,7 @@ class Qwen2VLFamily(ModelFamily):
                 TESTED),
         Feature("kv_head_attention", "short queries attend on the key/value heads without copies", TESTED),
         Feature("fused_rotary", "the vision rotary embedding in one kernel (CUDA, Triton)", TESTED),
+        Feature("fused_activation", "the vision MLP's QuickGELU in one kernel (CUDA, Triton)", TESTED),
         Feature("compile_vision", "torch.compile of the vision blocks", None),
     )
 

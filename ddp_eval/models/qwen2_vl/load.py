@@ -15,6 +15,7 @@ import torch
 from ddp_eval.config import ModelConfig
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.base import Pixels, Speed
+from ddp_eval.models.common.fused_quick_gelu import use_fused_quick_gelu
 from ddp_eval.models.common.fused_rotary import use_fused_rotary
 from ddp_eval.models.common.kv_head_attention import use_kv_head_attention
 from ddp_eval.models.common.vision_attention import packed_kernel_available, use_packed_vision_attention
@@ -45,6 +46,9 @@ def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
     on = speed.fused_rotary and device.type == "cuda"
     if (problem := use_fused_rotary(find_vision_tower(model), on)) and on:
         log.info("model.fused_rotary: not used (%s)", problem)
+    on = speed.fused_activation and device.type == "cuda"
+    if (problem := use_fused_quick_gelu(find_vision_tower(model), on)) and on:
+        log.info("model.fused_activation: not used (%s)", problem)
     if speed.kv_head_attention and not use_kv_head_attention(model):
         log.info("model.kv_head_attention: not used (needs attn_implementation=sdpa and grouped key/value heads)")
     if speed.compile_vision:

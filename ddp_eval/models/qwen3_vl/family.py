@@ -34,4 +34,6 @@ class Qwen3VLFamily(Qwen2VLFamily):
     processor_resizes = False  # VLMEvalKit's wrapper: do_resize=False, qwen_vl_utils' image as it is
     # Qwen2-VL's features, each tested with Qwen3-VL on its own transformers range; vision reuse repeats
     # the DeepStack features too.
-    features = tuple(replace(f, tested=TESTED if f.tested else None) for f in Qwen2VLFamily.features)
+    # Its vision MLP uses tanh GELU, not QuickGELU: no fused_activation.
+    features = tuple(replace(f, tested=TESTED if f.tested else None) for f in Qwen2VLFamily.features
+                     if f.key != "fused_activation")
