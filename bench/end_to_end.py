@@ -77,7 +77,8 @@ def one_pass(out: Path, model_dir: Path, tsv: Path, name: str, overrides: list[s
                           capture_output=True, text=True)
     wall = time.time() - start
     if done.returncode != 0:
-        raise SystemExit(f"pass {name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+        return {"name": name, "overrides": overrides, "caches_warm": warm, "failed": done.returncode,
+                "whole_process_s": wall, "stderr_tail": done.stderr[-4000:]}
     metrics = run_dir / "metrics.json"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     rank = manifest["timings"]["ranks"][0]
@@ -136,6 +137,12 @@ def main() -> None:
         name, _, text = spec.partition("=")
         res = one_pass(args.out, model_dir, tsv, name, [o for o in text.split(";") if o])
         results["passes"].append(res)
+        if args.json:  # after every pass: a later one that runs out of time loses only itself
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        if res.get("failed") is not None:
+            print(f"{name}: FAILED (exit {res['failed']}) after {res['whole_process_s']:.1f} s:\n{res['stderr_tail']}",
+                  flush=True)
+            continue
         print(f"{name}: command -> metrics.json {res['command_to_metrics_s']:.1f} s (caches "
               f"{'warm' if res['caches_warm'] else 'cold'}); predict {res['predict_s']:.1f} s, first batch "
               f"{res['first_batch_s']:.1f} s after start, start-up overhead {res['startup_overhead_s']:.1f} s, "
