@@ -252,7 +252,8 @@ def test_render_shows_qwen3_vl_chat_template_without_a_default_system_turn(qwen3
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n") and "system" not in text
 
 
-@pytest.mark.parametrize("checkpoint", ["qwen3_vl", "tiny_model_25"])
+# Qwen2.5-VL's run under torchrun is slow-only (~20 s): it shares Qwen2-VL's adapter, which test_torchrun.py runs.
+@pytest.mark.parametrize("checkpoint", ["qwen3_vl", pytest.param("tiny_model_25", marks=pytest.mark.slow)])
 def test_two_gloo_ranks_predict_every_row_once_as_one_process(checkpoint, request, demo_tsv, make_config,
                                                               single_process, tmp_path):
     """Qwen3-VL and Qwen2.5-VL under real torchrun (Qwen2-VL: tests/test_torchrun.py)."""

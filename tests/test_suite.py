@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from helpers import env, predictions
 
 from ddp_eval.run.runner import Options, run
@@ -43,6 +44,7 @@ def test_suite_predictions_equal_each_benchmark_alone_and_a_bad_one_is_marked_fa
     assert summary[0]["rows"] == 30 and summary[0]["metric"] == "CircularEval"
 
 
+@pytest.mark.slow  # ~20 s: test_every_task_family_under_torchrun... runs a larger suite the same way
 def test_suite_under_torchrun_gives_every_row_once_and_the_single_process_predictions(
         config_file, make_config, single_process, demo_tsv, tmp_path):
     first, second = two_benchmarks(demo_tsv, tmp_path)
@@ -79,6 +81,7 @@ def test_every_task_family_under_torchrun_gives_every_row_once_and_the_single_pr
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [r["status"] for r in summary] == ["ok"] * len(files), summary
+    assert "suite summary" in done.stdout
     for path in files:
         assert predictions(out / path.stem) == predictions(single / path.stem)
         records = shard_records(out / path.stem)
