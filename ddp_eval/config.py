@@ -60,13 +60,13 @@ class ModelConfig:
     # instead of copying them for every query head (sdpa only; the result is the same).
     kv_head_attention: bool = True
     # The vision tower's rotary embedding as one Triton kernel on CUDA instead of a dozen (the same float32
-    # operations, no fused multiply-add); on the CPU transformers' own. Off until bench/rotary.py has shown
-    # it equal bit for bit on a GPU (Triton's interpreter does in float16).
-    fused_rotary: bool = False
+    # operations, no fused multiply-add); equal bit for bit to transformers' own on an H200 in bf16
+    # (bench/rotary.py, bench/RESULTS.md run 28). null: on with CUDA; the CPU keeps transformers' own.
+    fused_rotary: bool | None = None
     # The vision MLP's QuickGELU (Qwen2-VL) as one Triton kernel on CUDA instead of three (the same float32
-    # steps, each rounded as PyTorch's kernels round them); on the CPU transformers' own. Off until
-    # bench/quick_gelu.py has shown it equal bit for bit on a GPU.
-    fused_activation: bool = False
+    # steps, each rounded as PyTorch's kernels round them); equal bit for bit on an H200 in bf16 and fp16
+    # (bench/quick_gelu.py, run 28). null: on with CUDA; the CPU keeps transformers' own.
+    fused_activation: bool | None = None
     # Image resizing bounds; null: the model family's default (VLMEvalKit's setting for that family).
     min_pixels: int | None = None
     max_pixels: int | None = None

@@ -43,6 +43,20 @@ def test_proven_features_are_on_by_default_on_cuda_and_off_on_the_cpu_or_when_sa
     assert resolve_speed(config("model.reuse_prefix=true"), FAMILY, "5.24.0", "cpu").reuse_prefix
 
 
+def test_the_fused_vision_kernels_are_on_by_default_on_cuda_only_and_can_be_turned_off():
+    cuda = resolve_speed(config(), FAMILY, "5.24.0", "cuda")
+    assert cuda.fused_rotary and cuda.fused_activation and not cuda.compile_vision
+    cpu = resolve_speed(config(), FAMILY, "5.24.0", "cpu")
+    assert not cpu.fused_rotary and not cpu.fused_activation
+    off = resolve_speed(config("model.fused_rotary=false", "model.fused_activation=false"), FAMILY, "5.24.0", "cuda")
+    assert not off.fused_rotary and not off.fused_activation
+    from ddp_eval.models.qwen3_vl import FAMILY as QWEN3_VL  # tanh GELU: no fused_activation to offer
+
+    assert resolve_speed(config(), QWEN3_VL, "5.24.0", "cuda").fused_activation is False
+    with pytest.raises(DdpEvalError, match="model.fused_activation=True: the qwen3_vl family does not offer it"):
+        resolve_speed(config("model.fused_activation=true"), QWEN3_VL, "5.24.0", "cuda")
+
+
 def test_speed_feature_set_by_the_user_outside_its_tested_transformers_names_the_version():
     with pytest.raises(DdpEvalError, match=r"model.reuse_prefix=True: .*tested on transformers 5.17 to 5.24, not 4.0"):
         resolve_speed(config("model.reuse_prefix=true"), FAMILY, "4.0")

@@ -147,7 +147,10 @@ def _wanted(value: Any, key: str) -> bool:
 
 def proven_default(cfg: Config, key: str, device_type: str) -> bool:
     """What a switch left at null means: the shared-prefix decoder (and its decode graphs) where the
-    float32 tests prove it gives the same predictions and a GPU makes it pay: CUDA, greedy decoding."""
+    float32 tests prove it gives the same predictions and a GPU makes it pay: CUDA, greedy decoding. The fused
+    vision kernels: CUDA (they give transformers' values bit for bit, bench/rotary.py and quick_gelu.py)."""
+    if key in ("fused_rotary", "fused_activation"):
+        return device_type == "cuda"
     return device_type == "cuda" and plain_greedy(cfg.generation) and cfg.model.reuse_vision
 
 

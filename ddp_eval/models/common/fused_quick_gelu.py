@@ -9,7 +9,9 @@ CUDA's accurate exp, then the product with x), each result cast back to x's dtyp
 round-to-nearest-even, fused multiply-add off. (libdevice's exp may flush subnormals to zero; that
 changes nothing here: exp of a subnormal is 1 either way, and a subnormal exp(-t) vanishes in 1 +
 exp(-t).) Triton's CPU interpreter agrees in float16 (a test); `bench/quick_gelu.py` checks bfloat16
-and CUDA's exp on a GPU. `model.fused_activation` is off by default until it has.
+and CUDA's exp on a GPU: on an H200 it equals transformers' output bit for bit in bf16 and fp16 and
+takes 0.48 ms a layer against 1.41 (bench/RESULTS.md, run 28), so `model.fused_activation` is on by
+default with CUDA.
 
 CUDA only; other devices, dtypes and layouts keep transformers' formula.
 """

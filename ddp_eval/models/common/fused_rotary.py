@@ -8,7 +8,8 @@ kernel reads q and k once and writes them once, doing the same float32 operation
 the sum rounded on its own: fused multiply-add is off) and the same round-to-nearest-even cast back,
 so its output should be the eager one exactly. Triton's CPU interpreter agrees in float16 (tests; its
 numpy emulation truncates bfloat16, so bfloat16 needs the GPU); `bench/rotary.py` checks and times it on
-a GPU, which has not been done yet: `model.fused_rotary` is off by default until it is.
+a GPU: on an H200 it equals transformers' output bit for bit in bf16 and takes 0.29 ms a layer against 4.0
+(bench/RESULTS.md, run 28), so `model.fused_rotary` is on by default with CUDA.
 
 CUDA only; anything it does not take (CPU tensors, other layouts) goes to transformers' function.
 """
