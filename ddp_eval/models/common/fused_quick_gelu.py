@@ -102,6 +102,8 @@ def use_fused_quick_gelu(visual: nn.Module, on: bool = True) -> str | None:
     """Swap each vision block's QuickGELU for the kernel (`on`) or back; why it cannot, or None when done."""
     from transformers.activations import QuickGELUActivation
 
+    from ddp_eval.models.common.fused_rotary import kernel_problem
+
     blocks = [m for m in visual.modules() if isinstance(getattr(m, "act", None), (QuickGELUActivation,
                                                                                FusedQuickGELU))]
     if not on:
@@ -117,12 +119,8 @@ def use_fused_quick_gelu(visual: nn.Module, on: bool = True) -> str | None:
         source = ""
     if EXPECTED not in source:
         return "transformers' QuickGELUActivation is not the one this kernel reproduces"
-    if not next(visual.parameters()).is_cuda:
-        return "the replica is not on a CUDA device"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
+    if (problem := kernel_problem(visual)) is not None:
+        return problem
     for mlp in blocks:
         if not isinstance(mlp.act, FusedQuickGELU):
             mlp.act = FusedQuickGELU(mlp.act)

@@ -116,6 +116,17 @@ def fused_version(original: Callable) -> Callable:
     return apply_rotary_pos_emb_vision
 
 
+def kernel_problem(visual: nn.Module) -> str | None:
+    """Why a Triton kernel cannot serve this vision tower (not on CUDA, no triton), or None."""
+    if not next(visual.parameters()).is_cuda:
+        return "the replica is not on a CUDA device"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    return None
+
+
 def use_fused_rotary(visual: nn.Module, on: bool = True) -> str | None:
     """Route the vision tower's rotary embedding through the kernel (`on`) or back to transformers' own;
     why it cannot, or None when done. The function is replaced in the tower's transformers module, which
@@ -136,12 +147,8 @@ def use_fused_rotary(visual: nn.Module, on: bool = True) -> str | None:
         source = ""
     if not all(line in source for line in EXPECTED):
         return "transformers' apply_rotary_pos_emb_vision is not the one this kernel reproduces"
-    if not next(visual.parameters()).is_cuda:
-        return "the replica is not on a CUDA device"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
+    if (problem := kernel_problem(visual)) is not None:
+        return problem
     module.apply_rotary_pos_emb_vision = fused_version(original)
     log.info("vision rotary embedding: one fused kernel per layer")
     return None
