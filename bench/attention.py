@@ -77,6 +77,13 @@ def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: fl
     return out
 
 
+def save(path: str | None, results: dict) -> None:
+    """Write the one-layer benchmarks' results as JSON where --json asks for it."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+
+
 def layer_args(doc: str) -> argparse.Namespace:
     """The command line of the one-layer benchmarks (this one, rotary.py): images, timed calls, JSON out."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,9 +147,7 @@ def main() -> None:
         results["fa4_varlen"] = {"error": repr(err)}
         print(f"fa4_varlen: failed: {err!r}", flush=True)
     results["fresh_shapes"] = fresh_shapes(args.images, args.reps, heads, dim, device, scale)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save(args.json, results)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ and float16.
 
 from __future__ import annotations
 
-import json
-
 import torch
-from attention import layer_args, patch_counts, timed
+from attention import layer_args, patch_counts, save, timed
 
 
 def main() -> None:
@@ -39,9 +37,7 @@ def main() -> None:
                              "fused_ms": fused_ms}
             print(f"{name}: outputs equal {differing == 0} ({differing} elements differ); transformers "
                   f"{eager_ms:.3f} ms, fused {fused_ms:.3f} ms a layer ({tokens} x {width})", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save(args.json, results)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ in bfloat16.
 
 from __future__ import annotations
 
-import json
-
 import torch
-from attention import layer_args, patch_counts, timed
+from attention import layer_args, patch_counts, save, timed
 
 
 def main() -> None:
@@ -45,9 +43,7 @@ def main() -> None:
         results[name] = {"equal": equal, "differing_elements": differing, "eager_ms": eager_ms, "fused_ms": fused_ms}
         print(f"{name}: outputs equal {equal} ({differing} elements differ); transformers {eager_ms:.2f} ms, "
               f"fused {fused_ms:.2f} ms a layer ({tokens} patches)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save(args.json, results)
 
 
 if __name__ == "__main__":
