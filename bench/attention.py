@@ -46,6 +46,15 @@ def timed(fn, reps: int) -> float:
     return start.elapsed_time(end) / 1e3 / reps
 
 
+def cudnn_ragged(q, k, v, cu, longest: int, scale: float, bucket: int = 0):
+    """cuDNN's attention over all packed sequences in one call (torch's own varlen_attn takes this path
+    from torch 2.12 on Hopper with cuDNN >= 9.18); `bucket` rounds the longest length up, so that
+    batches of other image sizes can share one cuDNN plan (max_q is only a bound on the lengths)."""
+    bound = -(-longest // bucket) * bucket if bucket else longest
+    return torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu, cu, bound, bound, False, 0.0, False, False,
+                                                   scale=scale)[0]
+
+
 def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: float) -> dict:
     """Wall time per call (host included) when every call brings image sizes not seen before, as a real
     benchmark's batches do: kernels that build a plan per shape (cuDNN) pay for it here."""
@@ -58,16 +67,23 @@ def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: fl
     rng = random.Random(0)
     shapes = [[4 * rng.randint(1250, 1400) for _ in range(images)] for _ in range(reps)]
     kernels = {"varlen_attn_torch": lambda q, cu, n: varlen_attn(q, q, q, cu, cu, n, n, scale=scale),
-               "cudnn_segments": lambda q, cu, n: cudnn_segments(q, q, q, cu, cu, n, n, scale)}
+               "cudnn_segments": lambda q, cu, n: cudnn_segments(q, q, q, cu, cu, n, n, scale),
+               "cudnn_ragged": lambda q, cu, n: cudnn_ragged(q, q, q, cu, n, scale),
+               "cudnn_ragged_bucket1024": lambda q, cu, n: cudnn_ragged(q, q, q, cu, n, scale, 1024)}
     out = {}
     for name, kernel in kernels.items():
         seconds = []
-        for counts in shapes:
-            q = torch.randn(sum(counts), heads, dim, device=device, dtype=torch.bfloat16)
-            cu = torch.tensor([0, *counts], device=device).cumsum(0).to(torch.int32)
+        try:
+            kernel(*_one(shapes[0], heads, dim, device))
+        except Exception as err:  # report and go on: this is a measurement, not the runner
+            out[name] = {"error": repr(err)}
+            print(f"fresh shapes, {name}: failed: {err!r}", flush=True)
+            continue
+        for counts in shapes[1:]:
+            q, cu, n = _one(counts, heads, dim, device)
             torch.cuda.synchronize()
             start = time.perf_counter()
-            kernel(q, cu, max(counts))
+            kernel(q, cu, n)
             torch.cuda.synchronize()
             seconds.append(time.perf_counter() - start)
         out[name] = {"mean_ms": 1e3 * sum(seconds) / len(seconds), "first_ms": 1e3 * seconds[0],
@@ -75,6 +91,11 @@ def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: fl
         print(f"fresh shapes, {name}: {out[name]['mean_ms']:.2f} ms a call on average (first "
               f"{out[name]['first_ms']:.1f}, slowest {out[name]['max_ms']:.1f})", flush=True)
     return out
+
+
+def _one(counts: list[int], heads: int, dim: int, device) -> tuple:
+    q = torch.randn(sum(counts), heads, dim, device=device, dtype=torch.bfloat16)
+    return q, torch.tensor([0, *counts], device=device).cumsum(0).to(torch.int32), max(counts)
 
 
 def save(path: str | None, results: dict) -> None:
@@ -136,6 +157,12 @@ def main() -> None:
     from ddp_eval.models.common.vision_attention import cudnn_segments, fa4_call
 
     record("cudnn_segments", lambda: cudnn_segments(q, k, v, cu, cu, longest, longest, scale))  # =cudnn
+    for name, bucket in (("cudnn_ragged", 0), ("cudnn_ragged_bucket1024", 1024)):
+        try:
+            record(name, lambda b=bucket: cudnn_ragged(q, k, v, cu, longest, scale, b))
+        except Exception as err:  # report and go on: this is a measurement, not the runner
+            results[name] = {"error": repr(err)}
+            print(f"{name}: failed: {err!r}", flush=True)
 
     try:
         fa4 = fa4_call(device)

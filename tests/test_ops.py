@@ -25,6 +25,7 @@ def test_doctor_reports_versions_device_map_model_and_data(config_file):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "torch" in out and "transformers" in out
+    assert "Python bytecode:" in out
     assert "local rank 0 -> cpu" in out
     assert "qwen2_vl config and processor load" in out
     assert "attention implementations: eager, sdpa" in out
@@ -40,11 +41,22 @@ def test_doctor_fails_a_config_asking_for_fa4_where_it_cannot_run(config_file):
 def test_doctor_fails_on_device_map_and_torchrun_env_is_mapped(config_file, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(config_file.read_text().replace("model:\n", "model:\n  device_map: auto\n"))
-    env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "PATH": "/usr/bin:/bin"}
+    env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "PATH": "/usr/bin:/bin",
+           # as on the GPU machines of bench/RESULTS.md run 29: no bytecode written, none to read
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "empty")}
     done = cli("doctor", "--config", bad, env=env)
     assert done.returncode == 2
     assert "device_map is set" in done.stdout
     assert "rank 1 of 4, 2 process(es) on this node: local rank 0 -> cpu, local rank 1 -> cpu" in done.stdout
+    assert "[warn] Python bytecode: not written (PYTHONDONTWRITEBYTECODE or -B) and torch has none" in done.stdout
+
+
+def test_doctor_warns_only_where_no_bytecode_is_written_nor_installed():
+    from ddp_eval.run.doctor import bytecode_line
+
+    assert bytecode_line(False, False).startswith("[  ok] Python bytecode: written")
+    assert bytecode_line(True, True).startswith("[  ok] Python bytecode: not written")
+    assert bytecode_line(True, False).startswith("[warn] Python bytecode: not written")
 
 
 def test_device_map_key_gets_an_explanation(tmp_path):

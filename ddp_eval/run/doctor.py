@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,7 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
     else:
         lines.append(_line("ok", f"no CUDA (torch {torch.__version__}): ranks run on the CPU with gloo"))
     lines.append(_line("ok", f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"))
+    lines.append(bytecode_line(sys.flags.dont_write_bytecode, _has_bytecode(torch.__file__)))
 
     rank, world, local = read_env(os.environ)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world if "RANK" in os.environ else 1))
@@ -62,6 +64,28 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
         lines += more_lines
         errors += more_errors
     return lines, errors
+
+
+def _has_bytecode(source: str) -> bool:
+    """Whether Python has the compiled form of `source` where it would read it (its __pycache__ or
+    PYTHONPYCACHEPREFIX)."""
+    try:
+        return Path(importlib.util.cache_from_source(source)).exists()
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def bytecode_line(dont_write: bool, torch_compiled: bool) -> str:
+    """The doctor's line on Python's bytecode cache: where none is written and torch has none, every
+    process compiles the sources it imports (run 29 on an H200 machine: 25 s of imports instead of 11)."""
+    if not dont_write:
+        return _line("ok", "Python bytecode: written and reused")
+    if torch_compiled:
+        return _line("ok", "Python bytecode: not written (PYTHONDONTWRITEBYTECODE or -B), the installed one is used")
+    return _line("warn", "Python bytecode: not written (PYTHONDONTWRITEBYTECODE or -B) and torch has none: every "
+                         "process compiles its imports from source, ~14 s more before the first batch; unset "
+                         "PYTHONDONTWRITEBYTECODE (with PYTHONPYCACHEPREFIX=<a writable folder> if the packages' "
+                         "folders are read-only)")
 
 
 def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
