@@ -168,3 +168,48 @@ def test_scoring_a_yes_no_file_as_multiple_choice_says_so():
     with pytest.raises(DdpEvalError, match=r"cannot score with the mcq task: it has no option columns A, B, \.\.\.; "
                                            r"the file holds yes/no answers \(task yorn"):
         MCQ.score(table, "predictions")
+
+
+def test_images_processed_one_by_one_equal_one_processor_call(tiny_model):
+    # The shared-image path calls the image processor image by image (faster); its output must be the
+    # one call's, bit for bit: sizes that repeat (the processor stacks those) and sizes that do not.
+    from PIL import Image
+
+    from ddp_eval.models.qwen2_vl.preprocess import image_by_image
+
+    processor = FAMILY.load_processor(ModelConfig(path=str(tiny_model)), SMALL).image_processor
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy())
+              for h, w in ((56, 84), (112, 56), (56, 84), (84, 112), (112, 56))]
+    for resize in ({}, {"do_resize": False}):
+        whole = processor(images=images, return_tensors="pt", **resize)
+        alone = image_by_image(processor, images, resize)
+        assert set(alone) == set(whole.keys())
+        for key in whole:
+            assert torch.equal(whole[key], alone[key]), key
+
+
+def test_each_distinct_image_loads_once_and_a_row_fails_on_its_first_unreadable_image():
+    from types import SimpleNamespace
+
+    from ddp_eval.models.common.row_images import rows_with_images
+
+    bench = SimpleNamespace(by_index={i: i for i in range(6)})
+    shows = {0: ("a", "b"), 1: ("bad1", "bad2"), 2: (), 3: ("b", "c"), 4: ("a", "bad2"), 5: ("c",)}
+    calls = []
+
+    def load(_, key):
+        calls.append(key)
+        if key.startswith("bad"):
+            raise DdpEvalError(f"cannot read {key}")
+        return key.upper()
+
+    def content(i):
+        return [{"type": "image", "image": k} for k in shows[i]] + [{"type": "text", "text": "q"}]
+
+    rows, images, failed = rows_with_images(bench, (5, 0, 1, 2, 3, 4), content, load)
+    assert [i for i, _, _ in rows] == [5, 0, 3]
+    assert images == {"a": "A", "b": "B", "c": "C"}
+    assert failed == {1: "cannot read bad1", 2: "row index 2 shows no image; this model family's inputs need one "
+                      "at least", 4: "cannot read bad2"}
+    assert sorted(calls) == ["a", "b", "bad1", "bad2", "c"]  # each once
