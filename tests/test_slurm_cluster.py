@@ -91,6 +91,9 @@ def assert_each_rank_stopped_once_with_its_batch_written(logs: dict[Path, str], 
         assert per_rank.get(rank, 0) == rows, f"rank {rank} says it wrote {rows} rows, its shard has {per_rank}"
 
 
+# Slow: the USR1 test below runs the same script from a fresh checkout to COMPLETED (after a requeue) and
+# checks the same lines and logs.
+@pytest.mark.slow
 def test_single_node_script_runs_the_demo_config_from_a_fresh_checkout(slurm, checkout, config_file, tmp_path):
     out = tmp_path / "out"
     job = submit(slurm, checkout, "slurm_single_node.sbatch", ["--ntasks-per-node=2"], config_file, out)
@@ -119,9 +122,11 @@ def test_usr1_stops_after_the_batch_in_flight_requeues_and_the_job_resumes(slurm
     assert info["JobState"] == "COMPLETED", text[-3000:]
     assert "SIGUSR1" in text and "requeueing" in text  # the first attempt's lines: appended, not overwritten
     assert f"ddp_eval[{job}, requeue 1]" in text
+    assert "2 ranks (no GPU granted: one per task, --ntasks-per-node)" in text
     indices = [r["index"] for r in shard_records(out)]
     assert len(indices) == len(set(indices)) == 78
     assert {r["index"] for r in first} <= set(indices) and len(predictions(out)) == 78
+    assert {p.parent.name for p in rank_logs(checkout, job)} == {"0", "1"}  # logs/<job>/<run id>/attempt_N/<rank>/
 
 
 def test_plain_scancel_cancels_the_job_without_requeue(slurm, checkout, config_file, tmp_path):

@@ -66,6 +66,9 @@ def signal_rank_mid_run(cmd: list[str], out: Path, rank: int, sig: int, world: i
 SLOW = ["run.batch_size=2", "generation.max_new_tokens=40"]
 
 
+# Slow: test_resume_with_another_world_size_predicts_only_the_missing_rows kills a rank the same way and
+# asserts the same of the rerun (every row once, only the missing ones predicted), at another world size.
+@pytest.mark.slow
 def test_rank_killed_mid_run_then_rerun_gives_every_row_once(config_file, tmp_path, single_process_predictions):
     out = tmp_path / "killed"
     cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW)
