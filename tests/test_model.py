@@ -437,33 +437,6 @@ def test_the_fused_rotary_is_not_installed_on_a_cpu_replica(tiny_model):
     assert module.apply_rotary_pos_emb_vision is before
 
 
-def test_the_fused_rotary_kernel_computes_transformers_values_in_tritons_interpreter(tmp_path):
-    """The kernel's indexing and arithmetic, run by Triton's CPU interpreter in float16 (whose numpy
-    emulation rounds bfloat16 by truncation, so bfloat16's equality is checked on the GPU: bench/rotary.py)."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
-    script = """
-import torch
-from ddp_eval.models.common.fused_rotary import _rotate
-from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
-torch.manual_seed(0)
-q, k, _ = (torch.randn(37, 3, 5, 80, dtype=torch.float16) * 4).permute(1, 0, 2, 3).unbind(0)
-angles = torch.rand(37, 40) * 37
-emb = torch.cat([angles, angles], -1)
-for table in (torch.float32, torch.bfloat16):
-    cos, sin = emb.cos().to(table), emb.sin().to(table)
-    want = apply_rotary_pos_emb_vision(q, k, cos, sin)
-    assert all(torch.equal(a, b) for a, b in zip((_rotate(q, cos, sin), _rotate(k, cos, sin)), want)), table
-print("equal")
-"""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-2000:]
-
-
 def test_the_fused_quick_gelu_reproduces_this_transformers_activation_and_leaves_the_cpu_to_it():
     import inspect
 
@@ -489,9 +462,10 @@ def test_the_fused_quick_gelu_is_installed_only_on_a_cuda_tower_that_uses_it(tin
     assert use_fused_quick_gelu(qwen25) == f"{type(qwen25).__name__}'s MLPs do not use QuickGELU"  # SiLU, gated
 
 
-def test_the_fused_quick_gelu_kernel_computes_transformers_values_in_tritons_interpreter():
-    """Indexing, masking and the three roundings, run by Triton's CPU interpreter in float16 (bfloat16 and
-    CUDA's exp are checked on the GPU: bench/quick_gelu.py)."""
+def test_the_fused_kernels_compute_transformers_values_in_tritons_interpreter():
+    """The rotary and QuickGELU kernels' indexing, masking and roundings, run by Triton's CPU interpreter in
+    float16, in one process (its numpy emulation rounds bfloat16 by truncation, so bfloat16's equality and
+    CUDA's exp are checked on the GPU: bench/rotary.py, bench/quick_gelu.py)."""
     import os
     import subprocess
     import sys
@@ -499,9 +473,18 @@ def test_the_fused_quick_gelu_kernel_computes_transformers_values_in_tritons_int
     pytest.importorskip("triton")
     script = """
 import torch
-from transformers.activations import QuickGELUActivation
+from ddp_eval.models.common.fused_rotary import _rotate
 from ddp_eval.models.common.fused_quick_gelu import quick_gelu
+from transformers.activations import QuickGELUActivation
+from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 torch.manual_seed(0)
+q, k, _ = (torch.randn(37, 3, 5, 80, dtype=torch.float16) * 4).permute(1, 0, 2, 3).unbind(0)
+angles = torch.rand(37, 40) * 37
+emb = torch.cat([angles, angles], -1)
+for table in (torch.float32, torch.bfloat16):
+    cos, sin = emb.cos().to(table), emb.sin().to(table)
+    want = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    assert all(torch.equal(a, b) for a, b in zip((_rotate(q, cos, sin), _rotate(k, cos, sin)), want)), table
 for spread in (3.0, 40.0):
     x = (torch.randn(37, 301) * spread).half()  # not a multiple of the block: the tail is masked
     assert torch.equal(quick_gelu(x), QuickGELUActivation()(x)), spread
