@@ -1,3 +1,3 @@
-from ddp_eval.cli import main
+from ddp_eval.cli import entry
 
-main()
+entry()

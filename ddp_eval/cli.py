@@ -7,6 +7,7 @@ User errors (DdpEvalError) are printed as one line without a traceback and exit 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -213,3 +214,31 @@ def _doctor(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     if errors:
         raise DdpEvalError(f"doctor found {errors} problem(s), marked FAIL above")
+
+
+def entry() -> None:
+    """`python -m ddp_eval` and the `ddp-eval` script: `main()`, then, when it returned, leave without the
+    interpreter's teardown (freeing every module torch and transformers loaded, CUDA's context): 1.3 s on a
+    CPU and ~2 s on an H200 machine after the results are written. By then every file the command wrote is
+    closed (shards, predictions, metrics, report) and the process group is gone; only the streams and the
+    log handlers are flushed. Errors and signals exit the usual way, and so does a profiled or traced run
+    (cProfile and coverage write their files at the interpreter's exit)."""
+    main()
+    if _observed():
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it anyway
+            pass
+    os._exit(0)
+
+
+def _observed() -> bool:
+    """A tracer or profiler is watching this process (sys.settrace / setprofile, or a sys.monitoring tool:
+    Python 3.12's cProfile and coverage use that)."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))

@@ -59,6 +59,30 @@ def test_doctor_warns_only_where_no_bytecode_is_written_nor_installed():
     assert bytecode_line(True, False).startswith("[warn] Python bytecode: not written")
 
 
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: print("interpreter teardown ran", flush=True))
+if sys.argv[1] == "traced":
+    sys.settrace(lambda *args: None)
+sys.argv[1:] = sys.argv[2:]
+from ddp_eval.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("watched", ["plain", "traced"])
+def test_a_finished_command_leaves_without_teardown_unless_traced_and_errors_exit_as_usual(watched):
+    done = subprocess.run([sys.executable, "-c", ENTRY, watched, "benchmarks"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = [line for line in done.stdout.splitlines() if line != "interpreter teardown ran"]
+    assert listed[-1].startswith("rows: ") and len(listed) > 10  # flushed whole, up to its last line
+    assert ("interpreter teardown ran" in done.stdout) == (watched == "traced")  # cProfile, coverage: their files
+    failed = subprocess.run([sys.executable, "-c", ENTRY, watched, "score", "no-such-file.tsv"], capture_output=True,
+                            text=True)
+    assert failed.returncode == 2 and "predictions file not found: no-such-file.tsv" in failed.stderr
+    assert "interpreter teardown ran" in failed.stdout
+
+
 def test_device_map_key_gets_an_explanation(tmp_path):
     with pytest.raises(DdpEvalError, match="no device_map to set"):
         load_config(None, ["model.path=m", "data.path=d", "model.device_map=auto"])
