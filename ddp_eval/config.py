@@ -128,6 +128,10 @@ class RunConfig:
     # decoder), and compared with their batched predictions: the agreement is logged and written to
     # metrics.json and report.md. null: 16 on CUDA (spread over the plan), 0 on the CPU.
     parity_rows: int | None = None
+    # Predict the parity rows in a second thread while the batches run, so their batch-1 calls (mostly
+    # host time) overlap the GPU's work on the batches. null: on with CUDA where the model family says
+    # which state its model keeps per call (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), otherwise after the batches.
+    parity_alongside: bool | None = None
     # Below this agreement the parity check warns.
     parity_min_agreement: float = 0.9
 
@@ -301,6 +305,9 @@ def validate(cfg: Config) -> None:
         raise DdpEvalError("config key run.output_dir is empty; name a directory for the shards and results")
     if cfg.run.parity_rows is not None and cfg.run.parity_rows < 0:
         raise DdpEvalError(f"config key run.parity_rows must be >= 0 or null, got {cfg.run.parity_rows}")
+    if cfg.run.parity_alongside and cfg.model.compile_vision:
+        raise DdpEvalError("config key run.parity_alongside=true cannot be combined with model.compile_vision=true "
+                           "(torch.compile does not build from two threads); set one of them to false")
     if not 0 <= cfg.run.parity_min_agreement <= 1:
         raise DdpEvalError("config key run.parity_min_agreement must be in [0, 1], got "
                            f"{cfg.run.parity_min_agreement}")

@@ -2,6 +2,7 @@
 directory), its inputs, and every speed feature against the plain path."""
 
 import json
+import threading
 
 import pandas as pd
 import pytest
@@ -174,6 +175,58 @@ def test_shared_prefix_gives_the_logits_of_the_full_rows(tiny_model, demo_tsv):
         reuse.share(shared.extras.image_map, shared.extras.unique_grid_thw)
         got, _ = PrefixDecoder(model).first_logits(shared.inputs, shared.extras.suffix)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_second_thread_predicts_as_alone_while_the_first_holds_a_batch_mid_call(tiny_model, demo_tsv):
+    """The parity rows' thread (run/parity.py) beside the loop's: the loop's batch stays shared with the vision
+    tower while the other thread encodes its own image, and the loop's prefill sets rope_deltas between the
+    other thread's prefill and its decode steps (transformers 5.x reads it only at a prefill; earlier
+    versions read it at every step). The other thread's replies are those of its row alone."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from ddp_eval.models.common.thread_state import share_with_threads
+    from ddp_eval.models.qwen2_vl.vision_reuse import VisionReuse
+
+    cfg = ModelConfig(path=str(tiny_model), dtype="float32", min_pixels=3136, max_pixels=50176)
+    processor, model = load_processor(cfg), load_model(cfg, torch.device("cpu"))
+    bench = load_benchmark(DataConfig(path=str(demo_tsv)))
+    row = prepare_batch(processor, bench, (7,))
+    batch = prepare_batch(processor, bench, (0, 1_000_000, 1, 5), reuse_vision=True)  # 3 images for 4 rows
+    settings = {"max_new_tokens": 4, "do_sample": False}
+    with torch.inference_mode():
+        alone = model.generate(**row.inputs, **settings)
+    assert share_with_threads(model, FAMILY.thread_state)
+    reuse = VisionReuse(model)
+    reuse.share(batch.extras.image_map, batch.extras.unique_grid_thw)  # this thread's batch, held throughout
+    prefilled, resumed = threading.Event(), threading.Event()
+
+    class PauseAfterPrefill(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if not prefilled.is_set():
+                prefilled.set()
+                assert resumed.wait(60)
+            return scores
+
+    got: dict = {}
+
+    def other_thread():
+        try:
+            with torch.inference_mode():
+                got["ids"] = model.generate(**row.inputs, **settings,
+                                            logits_processor=LogitsProcessorList([PauseAfterPrefill()]))
+        except Exception as err:  # e.g. the loop's image map applied to this row's one image
+            got["error"] = err
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    assert prefilled.wait(60)
+    with torch.inference_mode():
+        model(**batch.inputs, logits_to_keep=1)  # this thread's prefill, while the other is between steps
+    resumed.set()
+    thread.join(60)
+    assert "ids" in got, got.get("error")
+    assert torch.equal(got["ids"], alone)
+    assert model.model.rope_deltas.shape[0] == 4  # this thread's own, from its batch of 4 rows
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_model_25"])

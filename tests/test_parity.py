@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
+from ddp_eval.config import load_config
 from ddp_eval.core.parity import parity_rows, summarize
 from ddp_eval.core.plan import PlannedBatch
-from ddp_eval.run.parity import ParityCheck, parity_count
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.run.parity import ParityCheck, alongside_planned, parity_count
 from ddp_eval.run.runner import Options, run
+from ddp_eval.store.shards import done_indices, read_shards
 
 
 def test_parity_rows_are_spread_over_the_plan_and_capped_by_its_size():
@@ -33,16 +38,50 @@ def test_parity_defaults_to_cuda_only_and_never_when_sampling():
     assert parity_count(5, "cpu", greedy=True) == 5 and parity_count(5, "cuda", greedy=False) == 0
 
 
-@pytest.mark.parametrize("workers", [0, 2])  # with workers, they prepare the parity rows after the batches
-def test_run_reports_full_parity_of_the_fast_path_in_float32(make_config, single_process, tmp_path, workers):
+# With workers they prepare the parity rows after the batches, or after the first batch when a second thread
+# predicts them alongside the batches (the default with CUDA; forced here on the CPU).
+@pytest.mark.parametrize(("workers", "alongside"), [(0, "false"), (2, "false"), (0, "true"), (2, "true")])
+def test_run_reports_full_parity_of_the_fast_path_in_float32(make_config, single_process, tmp_path, workers,
+                                                             alongside, monkeypatch, caplog):
+    monkeypatch.setattr(logging.getLogger("ddp_eval"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="ddp_eval")
     cfg = make_config("run.parity_rows=6", "model.reuse_prefix=true", "model.decode_graphs=true", "run.batch_size=8",
-                      f"run.num_workers={workers}")
+                      f"run.num_workers={workers}", f"run.parity_alongside={alongside}")
     metrics = run(cfg, single_process, Options(show_progress=False))
     out = tmp_path / "out"
     parity = json.loads((out / "metrics.json").read_text())["parity"]
     assert metrics["parity"] == parity
     assert parity["rows"] == 6 and parity["same"] == 6 and parity["ok"] and parity["differing"] == []
     assert "parity: 6/6 rows predicted alone" in (out / "report.md").read_text()
+    assert ("alongside the batches" in caplog.text) == (alongside == "true")
+    assert metrics["rows"] == len(pd.read_csv(out / "predictions.tsv", sep="\t"))  # every row once, none extra
+
+
+def test_an_error_in_the_parity_thread_fails_the_run_after_every_row_is_written(make_config, single_process, tmp_path,
+                                                                              monkeypatch):
+    def broken(self, key, prepared):
+        raise RuntimeError("parity thread broke")
+
+    monkeypatch.setattr(ParityCheck, "_predict", broken)
+    cfg = make_config("run.parity_rows=3", "run.batch_size=8", "run.parity_alongside=true")
+    with pytest.raises(RuntimeError, match="parity thread broke"):
+        run(cfg, single_process, Options(show_progress=False))
+    assert len(done_indices(read_shards(tmp_path / "out"))) == 78  # every prediction kept for the re-run
+    monkeypatch.undo()
+    assert run(cfg, single_process, Options(show_progress=False))["rows"] == 78  # resumes: nothing left to predict
+
+
+def test_parity_alongside_needs_a_family_that_names_its_per_call_state():
+    known = SimpleNamespace(name="qwen2_vl", thread_state=("rope_deltas",))
+    unknown = SimpleNamespace(name="generic", thread_state=None)
+    assert alongside_planned(None, "cuda", known, compile_vision=False)
+    assert not alongside_planned(None, "cpu", known, False) and not alongside_planned(None, "cuda", known, True)
+    assert alongside_planned(True, "cpu", known, False) and not alongside_planned(False, "cuda", known, False)
+    assert not alongside_planned(None, "cuda", unknown, False)
+    with pytest.raises(DdpEvalError, match="run.parity_alongside=true: the generic family"):
+        alongside_planned(True, "cuda", unknown, False)
+    with pytest.raises(DdpEvalError, match="model.compile_vision=true"):
+        load_config(None, ["model.path=m", "data.path=d", "run.parity_alongside=true", "model.compile_vision=true"])
 
 
 def test_parity_below_the_threshold_warns_and_names_the_rows(make_config, single_process, tmp_path, monkeypatch,

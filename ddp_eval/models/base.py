@@ -89,6 +89,10 @@ class ModelFamily(ABC):
     features: tuple[Feature, ...] = ()
     default_pixels: tuple[int, int]  # (min, max) as VLMEvalKit sets them for this family
     plain_path: str | None = None  # why the family offers no speed features (plain `generate`), for logs and doctor
+    # Attributes where the family's model keeps one call's state between its forward passes (Qwen2-VL:
+    # rope_deltas). Made per thread, a second thread can predict with the same replica (the parity rows,
+    # alongside the batches). None: not known to be safe, so rows are never predicted in two threads.
+    thread_state: tuple[str, ...] | None = None
 
     def pixels(self, cfg: Config, settings: TaskSettings, benchmark: str = "") -> Pixels:
         """The bounds a run on `benchmark` resizes within: what the user set (model.min_pixels / max_pixels),

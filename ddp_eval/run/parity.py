@@ -5,16 +5,24 @@ one row per call, the model's own `generate` (or its
 plain forward for choice logits). Model-level kernels that compute the same values (packed vision
 attention, key/value-head attention) stay installed; batching, padding, shared caches and the fast
 decoder are what the check leaves out.
+
+A batch-1 `generate` is mostly host time (launching kernels), so where the family makes its model's
+per-call state per thread (`ModelFamily.thread_state`) the rows are predicted in a second thread, on a
+CUDA stream of their own, while the loop runs the batches ("alongside"); otherwise after the last batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterable
 
+from ddp_eval.core.batch import PreparedBatch
 from ddp_eval.core.parity import parity_rows
 from ddp_eval.core.plan import PlannedBatch
+from ddp_eval.errors import DdpEvalError
 from ddp_eval.run.loader import WorkItem
 
 log = logging.getLogger(__name__)
@@ -31,9 +39,25 @@ def parity_count(setting: int | None, device_type: str, greedy: bool) -> int:
     return CUDA_DEFAULT_ROWS if device_type == "cuda" else 0
 
 
+def alongside_planned(setting: bool | None, device_type: str, family, compile_vision: bool) -> bool:
+    """Whether the parity rows are meant to run beside the batches (run.parity_alongside; null: on CUDA where
+    the family names its per-call state and nothing is compiled). An explicit true the family cannot take
+    is an error naming the key."""
+    if setting is False:
+        return False
+    if family.thread_state is None:
+        if setting:
+            raise DdpEvalError(f"config key run.parity_alongside=true: the {family.name} family does not say which "
+                               "state its model keeps between calls, so two threads cannot share it; set "
+                               "run.parity_alongside=false or null")
+        return False
+    return bool(setting) or (device_type == "cuda" and not compile_vision)
+
+
 class ParityCheck:
-    """This rank's parity rows: `work_items()` go to the loader after the batches (prepared on the plain
-    path in its workers), `keep` records the batched predictions, `run` predicts the prepared rows alone."""
+    """This rank's parity rows: `work_items()` go to the loader (prepared on the plain path in its workers),
+    `keep` records the batched predictions, `submit` hands each prepared row over as the loader yields it,
+    `results` predicts what is left and compares. `begin` first, once the model is loaded."""
 
     def __init__(self, jobs: list, items: list[WorkItem], count: int) -> None:
         batch_of: dict[tuple[int, int], int] = {}
@@ -45,10 +69,27 @@ class ParityCheck:
         self.order = sorted((k, i) for k, rows in self.wanted.items() for i in rows)
         self.batch_of = {key: batch_of[key] for key in self.order}
         self.batched: dict[tuple[int, int], tuple[int, str]] = {}  # (part, index) -> (batch id, prediction)
+        self.alone: dict[tuple[int, int], str | None] = {}  # (part, index) -> its reply alone (None: failed)
+        self.pending: list[tuple[tuple[int, int], PreparedBatch]] = []  # rows for after the batches
+        self.submitted = 0
+        self.busy_s = 0.0  # time spent predicting rows alone
+        self._thread: threading.Thread | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._closing = False
 
     def work_items(self) -> list[WorkItem]:
-        """One item per parity row of this rank, in the order `run` expects them back."""
+        """One item per parity row of this rank, in the order `submit` expects them back."""
         return [WorkItem(k, PlannedBatch(self.batch_of[(k, i)], (i,)), alone=True) for k, i in self.order]
+
+    def begin(self, backend, plain: list, names: list[str], stop, device=None) -> None:
+        """Predict with `backend` (`plain`: each part's plain preprocessor, to prepare a row again; `names`:
+        each part's benchmark); with a `device`, in a thread of its own from now on, else after the batches."""
+        self.backend, self.plain, self.names, self.stop = backend, plain, names, stop
+        self.threaded = device is not None
+        if self.threaded:
+            self._thread = threading.Thread(target=self._work, args=(device,), name="parity", daemon=True)
+            self._thread.start()
 
     def keep(self, part: int, batch_id: int, records: list[dict]) -> None:
         """Remember the batched predictions of the parity rows among `records` (failed rows are not checked)."""
@@ -59,23 +100,73 @@ class ParityCheck:
             if r["index"] in wanted and not r.get("error"):
                 self.batched[(part, r["index"])] = (batch_id, r["prediction"])
 
-    def run(self, prepared_rows: Iterable, plain: list, names: list[str], backend, stop) -> dict[str, list[dict]]:
-        """Predict each row of `prepared_rows` ((part, prepared) for `work_items()`, in order; `plain`: each
-        part's plain preprocessor, to prepare a row again) alone where its batched prediction was kept;
-        per benchmark name, [{"index", "same", "batched", "alone"}]."""
+    def submit(self, prepared: PreparedBatch) -> None:
+        """The next parity row as the loader prepared it (rows come in `work_items()` order)."""
+        key = self.order[self.submitted]
+        self.submitted += 1
+        if self._thread is not None:
+            self._queue.put((key, prepared))
+        else:
+            self.pending.append((key, prepared))
+
+    def results(self) -> dict[str, list[dict]]:
+        """Wait for the thread (or predict the rows kept for now), then per benchmark name
+        [{"index", "same", "batched", "alone"}] for every row with a kept batched prediction."""
         start = time.perf_counter()
-        results: dict[str, list[dict]] = {}
-        for (k, index), (_, prepared) in zip(self.order, prepared_rows):
-            if stop.signum is not None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                raise self._error
+        for key, prepared in self.pending:
+            if self.stop.signum is not None:
                 break
-            if (k, index) not in self.batched:
-                continue
-            batch_id, batched = self.batched[(k, index)]
-            record = backend.predict(prepared, lambda rows, p=plain[k], b=batch_id: p(b, rows))[0]
-            alone = record.get("prediction", "") if not record.get("error") else None
-            results.setdefault(names[k], []).append({"index": index, "same": alone == batched, "batched": batched,
-                                                      "alone": alone})
+            self._predict(key, prepared)
+        self.pending = []
+        return self._compare(time.perf_counter() - start)
+
+    def close(self) -> None:
+        """End the thread on any way out (it finishes the row in hand); the rows not predicted are dropped."""
+        if self._thread is not None:
+            self._closing = True
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    def _work(self, device) -> None:
+        import torch
+
+        try:
+            stream = contextlib.nullcontext()
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # a new thread starts on cuda:0
+                stream = torch.cuda.stream(torch.cuda.Stream(device))
+            with stream:
+                while (job := self._queue.get()) is not None and not self._closing:
+                    if self.stop.signum is None:
+                        self._predict(*job)
+        except BaseException as err:  # raised again by results(), in the loop's thread
+            self._error = err
+
+    def _predict(self, key: tuple[int, int], prepared: PreparedBatch) -> None:
+        if key not in self.batched and self._thread is None:
+            return  # its batch failed or ran in an earlier run: nothing to compare with
+        start = time.perf_counter()
+        part, batch_id = key[0], self.batch_of[key]
+        record = self.backend.predict(prepared, lambda rows, p=self.plain[part], b=batch_id: p(b, rows))[0]
+        self.alone[key] = record.get("prediction", "") if not record.get("error") else None
+        self.busy_s += time.perf_counter() - start
+
+    def _compare(self, waited_s: float) -> dict[str, list[dict]]:
+        results: dict[str, list[dict]] = {}
+        for key in self.order:
+            if key in self.batched and key in self.alone:
+                batched = self.batched[key][1]
+                results.setdefault(self.names[key[0]], []).append(
+                    {"index": key[1], "same": self.alone[key] == batched, "batched": batched, "alone": self.alone[key]})
         if results:
-            log.info("parity: %d rows predicted alone in %.1f s", sum(map(len, results.values())),
-                     time.perf_counter() - start)
+            where = f", alongside the batches; {waited_s:.1f} s waited for after them" if self.threaded else ""
+            log.info("parity: %d rows predicted alone in %.1f s%s", sum(map(len, results.values())), self.busy_s,
+                     where)
         return results

@@ -14,7 +14,6 @@ in the suite summary and the others go on.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ from ddp_eval.distributed.stop import StopFlag
 from ddp_eval.errors import DdpEvalError
 from ddp_eval.models.base import Speed
 from ddp_eval.models.checkpoint import context_length
+from ddp_eval.models.common.thread_state import share_with_threads
 from ddp_eval.models.loading import warm_up_device
 from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
@@ -43,7 +43,7 @@ from ddp_eval.report.summary import SuiteRow, write_summary
 from ddp_eval.run.budget import token_budget
 from ddp_eval.run.job import Job, plan_job
 from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
-from ddp_eval.run.parity import ParityCheck, parity_count
+from ddp_eval.run.parity import ParityCheck, alongside_planned, parity_count
 from ddp_eval.run.resume import resume_state
 from ddp_eval.store.gather import gather_predictions
 from ddp_eval.store.identity import ModelDigest
@@ -147,7 +147,10 @@ def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend
     next_log = time.perf_counter() + LOG_EVERY_S
     start = tick = time.perf_counter()
     first_written = start
-    for part, prepared in itertools.islice(batches, dataset.batches):  # the parity rows come after
+    for position, (part, prepared) in enumerate(batches):
+        if dataset.items[position].alone:  # a parity row, prepared alone: the check predicts it
+            parity.submit(prepared)
+            continue
         stats.wait_s += time.perf_counter() - tick
         tick = time.perf_counter()
         records = backend.predict(prepared, lambda rows_, p=part, b=prepared.batch_id: dataset.prepare(p, b, rows_))
@@ -336,25 +339,47 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
     jobs, names = [p.job for p in live], [p.name for p in live]
     count = parity_count(cfg.run.parity_rows, info.device.type, cfg.generation.greedy)
     parity = ParityCheck(jobs, items, count) if count else None
-    dataset = BatchDataset(preprocessors, items + (parity.work_items() if parity else []), plain)
+    alongside = parity is not None and alongside_planned(cfg.run.parity_alongside, info.device.type, first.family,
+                                                         first.speed.compile_vision)
+    rows_alone = parity.work_items() if parity else []
+    # Beside the batches the parity rows are wanted early (after the first batch, which they must not
+    # delay); otherwise last, so their images are prepared while the GPU runs the last batches.
+    ordered = items[:1] + rows_alone + items[1:] if alongside else items + rows_alone
+    dataset = BatchDataset(preprocessors, ordered, plain)
     log.info("processor loaded in %.1f s (%.1f s since start)", time.perf_counter() - start,
              time.perf_counter() - (options.process_start or start))
-    with start_loading(dataset, cfg.run.num_workers, info) as batches:  # workers end on any way out
+    with start_loading(dataset, cfg.run.num_workers, info) as batches, ExitStack() as held:  # both end on any way out
         start = time.perf_counter()
         backend = load_backend(first, info, processors[first.pixels])
         stats.load_s = time.perf_counter() - start
         log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
                  time.perf_counter() - (options.process_start or start))
+        if parity is not None:
+            parity.begin(backend, plain, names, stop, info.device if alongside and _shared(first, backend) else None)
+            held.callback(parity.close)
         predict(cfg, info, dataset, batches, backend, writers, names, stop, stats, options, parity)
         if parity is not None:
             start = time.perf_counter()
-            stats.parity = parity.run(batches, plain, names, backend, stop)  # the items after the batches
+            stats.parity = parity.results()
             stats.parity_s = time.perf_counter() - start
             stop.check(f"rank {info.rank} wrote all {stats.rows} rows; the parity check was cut short")
     log.info("predicted %d rows in %.1f s (%.2f rows/s; model load %.1f s, first batch %.1f s after start)",
              stats.rows, stats.predict_s, stats.rows / max(stats.predict_s, 1e-9), stats.load_s,
              stats.first_batch_s or 0.0)
     return stats
+
+
+def _shared(job: Job, backend: HFBackend) -> bool:
+    """Make the replica's per-call state per thread, for the parity rows alongside; False (with the reason
+    logged, or an error where run.parity_alongside=true) where this transformers version keeps it elsewhere."""
+    if share_with_threads(backend.model, job.family.thread_state):
+        return True
+    reason = (f"the {job.family.name} model of this transformers version holds none of "
+              f"{', '.join(job.family.thread_state)}, the state it is known to keep between calls")
+    if job.cfg.run.parity_alongside:
+        raise DdpEvalError(f"config key run.parity_alongside=true: {reason}; set it to false or null")
+    log.warning("parity rows predicted after the batches, not alongside them: %s", reason)
+    return False
 
 
 def _finish_part(part: Part, info: DistInfo, details: list[dict], suite: bool) -> None:

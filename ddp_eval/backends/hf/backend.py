@@ -147,13 +147,15 @@ def predict_batch(replies: Callable[[PreparedBatch], list[str]], prepared: Prepa
         if not is_out_of_memory(err):
             raise
         prepared.inputs = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
         if len(prepared.indices) == 1:
             log.error("row %d does not fit in memory even alone; recorded as failed", prepared.indices[0])
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "out of memory"
             return records + [{"index": prepared.indices[0], "prediction": "",
                                "error": f"{reason} (with a batch of one row)"}]
+        # Before the halves, not for a lone row: the parity rows' thread may meet this while the loop's thread
+        # captures a CUDA graph, where emptying the cache is not allowed (the allocator frees what it needs).
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         half = len(prepared.indices) // 2
         log.warning("out of memory on a batch of %d rows; retrying as %d + %d", len(prepared.indices), half,
                     len(prepared.indices) - half)

@@ -23,6 +23,7 @@ class Qwen2VLFamily(ModelFamily):
     patch_size = 14  # vision patch side in pixels; images resize to multiples of 2 * 14 (spatial merge 2)
     ocrbench_min_pixels = OCRBENCH_MIN_PIXELS
     processor_resizes = True  # the processor may resize qwen_vl_utils' image again, as in VLMEvalKit's wrapper
+    thread_state = ("rope_deltas",)  # generate's rotary offsets after the images, kept from prefill to decode
     features = (
         Feature("reuse_vision", "the vision tower encodes each distinct image of a batch once", TESTED),
         Feature("reuse_prefix", "the prompt start that rows of one image share is prefilled once", TESTED),

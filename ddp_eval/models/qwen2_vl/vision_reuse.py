@@ -12,6 +12,7 @@ model's first layers at the image positions): each tensor of such a list is repe
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -30,41 +31,44 @@ def find_vision_tower(model: nn.Module, setting: str = "model.reuse_vision=false
 
 
 class VisionReuse:
-    """Installed once per replica; `share(image_map, grid)` before each generate call, `clear()` after."""
+    """Installed once per replica; `share(image_map, grid)` before each generate call, `clear()` after.
+    What is shared is per thread: a thread predicting alongside the batches (the parity rows) runs the
+    tower as it is."""
 
     def __init__(self, model: nn.Module) -> None:
         self.visual = find_vision_tower(model)
         self.tower_forward = self.visual.forward
         self.visual.forward = self.forward
-        self.image_map: list[int] | None = None
-        self.grid: torch.Tensor | None = None
+        self.shared = threading.local()  # .image_map, .grid: this thread's batch
 
     def share(self, image_map: list[int], grid: torch.Tensor) -> None:
-        self.image_map, self.grid = image_map, grid
+        self.shared.image_map, self.shared.grid = image_map, grid
 
     def clear(self) -> None:
-        self.image_map = self.grid = None
+        self.shared.image_map = self.shared.grid = None
 
     def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor | None = None, **kwargs: Any):
-        if self.image_map is None:
+        image_map, grid = getattr(self.shared, "image_map", None), getattr(self.shared, "grid", None)
+        if image_map is None:
             return self.tower_forward(hidden_states, grid_thw=grid_thw, **kwargs)
-        patches = self.grid.prod(-1).tolist()  # from the CPU copy: no wait for the GPU
-        grid = self.grid.to(grid_thw.device if grid_thw is not None else hidden_states.device)
+        patches = grid.prod(-1).tolist()  # from the CPU copy: no wait for the GPU
+        grid = grid.to(grid_thw.device if grid_thw is not None else hidden_states.device)
         output = self.tower_forward(hidden_states, grid_thw=grid, **kwargs)
         merged = [p // self.visual.spatial_merge_size**2 for p in patches]
         if isinstance(output, torch.Tensor):
-            return self._repeat(output, patches, merged)
+            return _repeat(output, patches, merged, image_map)
         for name, value in list(output.items()):
             if isinstance(value, torch.Tensor):
-                output[name] = self._repeat(value, patches, merged)
+                output[name] = _repeat(value, patches, merged, image_map)
             elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
-                output[name] = type(value)(self._repeat(v, patches, merged) for v in value)
+                output[name] = type(value)(_repeat(v, patches, merged, image_map) for v in value)
         return output
 
-    def _repeat(self, features: torch.Tensor, patches: list[int], merged: list[int]) -> torch.Tensor:
-        """Per-image rows of `features` (per patch or per merged token) in the order rows show them."""
-        for sizes in (merged, patches):
-            if features.shape[0] == sum(sizes):
-                pieces = torch.split(features, sizes)
-                return torch.cat([pieces[i] for i in self.image_map])
-        return features  # not per image (e.g. a pooled summary): leave it
+
+def _repeat(features: torch.Tensor, patches: list[int], merged: list[int], image_map: list[int]) -> torch.Tensor:
+    """Per-image rows of `features` (per patch or per merged token) in the order rows show them."""
+    for sizes in (merged, patches):
+        if features.shape[0] == sum(sizes):
+            pieces = torch.split(features, sizes)
+            return torch.cat([pieces[i] for i in image_map])
+    return features  # not per image (e.g. a pooled summary): leave it
