@@ -87,7 +87,8 @@ def test_rank_killed_mid_run_then_rerun_gives_every_row_once(config_file, tmp_pa
 
 def test_sigterm_writes_the_batch_in_flight_whole_and_exits_nonzero(config_file, tmp_path):
     out = tmp_path / "term"
-    cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW)
+    # The parity rows' thread runs beside the batches when the signal comes: it must not hold the rank.
+    cmd = torchrun_cmd(2, config_file, f"run.output_dir={out}", *SLOW, "run.parity_rows=8", "run.parity_alongside=true")
     code, _, stderr = signal_rank_mid_run(cmd, out, 1, signal.SIGTERM)
     assert code != 0
     assert "stopped by SIGTERM" in stderr
