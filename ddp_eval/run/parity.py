@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 
@@ -27,6 +28,10 @@ from ddp_eval.run.loader import WorkItem
 
 log = logging.getLogger(__name__)
 
+# While the parity thread runs, a thread waiting for the interpreter lock gets it after this long (Python's
+# default: 5 ms). The loop's thread waits for the lock after each wait for the GPU; at 5 ms a wait, the
+# parity thread cost the loop 7% of its rate on the H200 machine (bench/RESULTS.md, run 31).
+SWITCH_INTERVAL_S = 0.0005
 CUDA_DEFAULT_ROWS = 16  # 0.3-0.4 s each at batch 1 on one H200 for a 2B model (bench/RESULTS.md, runs 26-27)
 
 
@@ -88,6 +93,8 @@ class ParityCheck:
         self.backend, self.plain, self.names, self.stop = backend, plain, names, stop
         self.threaded = device is not None
         if self.threaded:
+            self._interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL_S))
             self._thread = threading.Thread(target=self._work, args=(device,), name="parity", daemon=True)
             self._thread.start()
 
@@ -115,8 +122,7 @@ class ParityCheck:
         start = time.perf_counter()
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+            self._join(None)
             if self._error is not None:
                 raise self._error
         for key, prepared in self.pending:
@@ -131,8 +137,12 @@ class ParityCheck:
         if self._thread is not None:
             self._closing = True
             self._queue.put(None)
-            self._thread.join(timeout=60)
-            self._thread = None
+            self._join(60)
+
+    def _join(self, timeout: float | None) -> None:
+        self._thread.join(timeout)
+        self._thread = None
+        sys.setswitchinterval(self._interval)
 
     def _work(self, device) -> None:
         import torch
