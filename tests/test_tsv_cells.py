@@ -63,3 +63,65 @@ def test_a_reference_to_a_multi_image_row_shows_all_its_images_and_a_bad_list_is
     bad = "[" + "'" + image_b64(1) + "', oops]"
     with pytest.raises(DdpEvalError, match="row index 3: the image cell starts with"):
         load_tsv(write_rows(tmp_path / "c.tsv", [{"index": 3, "image": bad}]))
+
+
+def _b64(image: Image.Image, fmt: str = "PNG") -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _noise(mode: str, size=(48, 40)) -> Image.Image:
+    import numpy as np
+
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+    return Image.fromarray(pixels.squeeze(-1) if bands == 1 else pixels, mode if mode != "P" else "L").convert(mode)
+
+
+def test_base64_images_reach_the_model_as_vlmevalkit_dumps_them_to_disk(tmp_path):
+    """VLMEvalKit decodes a base64 cell (RGBA, P, LA, CMYK to RGB, the alpha dropped), saves it to
+    `<index>.png` or the row's image_path, and its model reads that file: a .jpg image_path (MME) is a
+    JPEG at PIL's default quality. Here the same steps run on disk, as VLMEvalKit's dump_image does them."""
+    rgba, rgb = _noise("RGBA"), _noise("RGB")
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 3
+    rows = write_rows(tmp_path / "b.tsv", [
+        {"index": 1, "question": "q", "image": _b64(rgba)},
+        {"index": 2, "question": "q", "image": _b64(palette)},
+        {"index": 3, "question": "q", "image": _b64(rgb), "image_path": "mme/3.jpg"},
+        {"index": 4, "question": "q", "image": _b64(rgba), "image_path": "mme/4.png"},
+        {"index": 5, "question": "q", "image": _b64(rgb)},
+    ])
+    raw = load_tsv(rows)
+
+    def dumped(image: Image.Image, name: str) -> Image.Image:  # decode_base64_to_image_file, then the model's open
+        if image.mode in ("RGBA", "P", "LA", "CMYK"):
+            image = image.convert("RGB")
+        image.save(tmp_path / name)
+        return Image.open(tmp_path / name)
+
+    expected = {1: dumped(rgba, "1.png"), 2: dumped(Image.open(io_bytes(_b64(palette))), "2.png"),
+                3: dumped(rgb, "3.jpg"), 4: dumped(rgba, "4.png"), 5: rgb}
+    for key, image in expected.items():
+        got = raw.images.open(key)
+        assert got.mode == "RGB" and got.tobytes() == image.convert("RGB").tobytes(), key
+    assert raw.images.open(3).tobytes() != rgb.tobytes()  # the JPEG round trip does change pixels
+    white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    assert raw.images.open(1).tobytes() != white.tobytes()  # not composed onto white (qwen_vl_utils' to_rgb)
+
+
+def io_bytes(cell: str):
+    import base64
+    import io
+
+    return io.BytesIO(base64.b64decode(cell))
+
+
+def test_an_image_file_that_image_path_names_is_read_as_it_is(tmp_path):
+    _noise("RGBA").save(tmp_path / "a.png")
+    raw = load_tsv(write_rows(tmp_path / "b.tsv", [{"index": 1, "question": "q", "image_path": "a.png"}]))
+    assert raw.images.open(1).mode == "RGBA"  # VLMEvalKit's model opens the file itself: no conversion first

@@ -84,6 +84,33 @@ def decode_image(data: bytes, what: str) -> Image.Image:
     return image
 
 
+# VLMEvalKit's decode_base64_to_image converts these modes to RGB: the alpha channel is dropped, not
+# composed onto white as qwen_vl_utils' to_rgb would do with the image as decoded.
+TO_RGB_MODES = ("RGBA", "P", "LA", "CMYK")
+
+
+def as_dumped(image: Image.Image, file_name: str, what: str) -> Image.Image:
+    """A base64 image as VLMEvalKit's `dump_image` leaves it on disk, which is what its models read: the
+    modes above converted to RGB, then saved in the format of `file_name` (`<index>.png`, or the row's
+    image_path: MME's end in .jpg, so JPEG at PIL's default quality) and read back. RGB and L images saved
+    as PNG come back pixel for pixel, so only other formats and modes go through an encoder here."""
+    if image.mode in TO_RGB_MODES:
+        image = image.convert("RGB")
+    fmt = Image.registered_extensions().get(Path(file_name).suffix.lower(), "PNG")
+    if fmt == "PNG" and image.mode in ("RGB", "L"):
+        return image
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt)
+        buffer.seek(0)
+        stored = Image.open(buffer)
+        stored.load()
+    except (OSError, ValueError, KeyError) as err:
+        raise DdpEvalError(f"{what}: cannot store the {image.mode} image as {file_name} the way VLMEvalKit does "
+                           f"before its model reads it ({type(err).__name__}: {err})") from None
+    return stored
+
+
 def header_size(data: bytes, what: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -93,12 +120,16 @@ def header_size(data: bytes, what: str) -> tuple[int, int]:
 
 
 class Base64Images:
-    """Images keyed by the owning row's index; `cells` holds the base64 text or a file path."""
+    """Images keyed by the owning row's index: `cells` holds the base64 text, `paths` the files of rows
+    without one; `names` the file name VLMEvalKit would dump a base64 image to, where it is not
+    `<index>.png` (the row's image_path)."""
 
-    def __init__(self, cells: dict[int, str], paths: dict[int, Path], source: str) -> None:
+    def __init__(self, cells: dict[int, str], paths: dict[int, Path], source: str,
+                 names: dict | None = None) -> None:
         self.cells = cells
         self.paths = paths
         self.source = source
+        self.names = names if names is not None else {}
 
     def describe(self, key: int) -> str:
         return f"{self.source}, image of row index {key}"
@@ -112,7 +143,10 @@ class Base64Images:
         return read_image_file(path, self.describe(key))
 
     def open(self, key: int) -> Image.Image:
-        return decode_image(self._bytes(key), self.describe(key))
+        image = decode_image(self._bytes(key), self.describe(key))
+        if key not in self.cells:
+            return image  # a file image_path names: VLMEvalKit's models read it as it is
+        return as_dumped(image, self.names.get(key, ".png"), self.describe(key))
 
     def size(self, key: int) -> tuple[int, int]:
         return header_size(self._bytes(key), self.describe(key))

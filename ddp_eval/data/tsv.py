@@ -79,7 +79,8 @@ def load_tsv(path: Path, limit: int | None = None) -> RawRows:
     owners = [integer_index(v) if integer else str(v) for v in values]
     cells = [None if is_missing(v) else str(v) for v in table["image"]] if "image" in table else [None] * len(table)
     store = TsvImages({}, {}, source)
-    own = {pos: _own_images(store, owners[pos], cell, source) for pos, cell in enumerate(cells)
+    named = list(table["image_path"]) if "image_path" in table.columns else [None] * len(table)
+    own = {pos: _own_images(store, owners[pos], cell, named[pos], source) for pos, cell in enumerate(cells)
            if cell is not None and len(cell) > REFERENCE_LENGTH}
     by_text = {str(owner): pos for pos, owner in enumerate(owners)}
     keys = []
@@ -96,13 +97,21 @@ def load_tsv(path: Path, limit: int | None = None) -> RawRows:
     return RawRows(name=path.stem, source=source, table=meta, image_keys=keys, images=store)
 
 
-def _own_images(store: TsvImages, owner: Hashable, cell: str, source: str) -> tuple[Hashable, ...]:
+def _own_images(store: TsvImages, owner: Hashable, cell: str, image_path, source: str) -> tuple[Hashable, ...]:
+    """The row's base64 images; VLMEvalKit dumps them to its image_path (one name per image) where it has one."""
     try:
         items = cell_list(cell)
     except ValueError as err:
         raise DdpEvalError(f"{source}: row index {owner}: the image cell {err}") from None
     keys = image_keys(owner, len(items))
     store.cells.update(zip(keys, items))
+    if not is_missing(image_path):
+        try:
+            names = cell_list(str(image_path))
+        except ValueError:
+            names = []
+        if len(names) == len(keys):
+            store.names.update(zip(keys, names))
     return keys
 
 
