@@ -63,6 +63,35 @@ def test_rescoring_our_own_predictions_round_trips_awkward_replies(tmp_path):
     assert a == b
 
 
+def test_replies_pandas_reads_as_missing_score_as_vlmevalkit_reads_them_back(tmp_path):
+    """VLMEvalKit scores its predictions file as `load` reads it: "NA" is NaN, the text "nan", in which the
+    option "an" is found. A run scores them so, re-scoring its predictions.tsv agrees, and the file keeps
+    the replies as given."""
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    from ddp_eval.report.finish import READ_AS_MISSING
+
+    assert READ_AS_MISSING == STR_NA_VALUES
+    rows = table(["NA", "None", "", "A"]).assign(A=["an", "red", "dog", "blue"])
+    metrics = finish(MCQ, rows, tmp_path / "run")
+    kept = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t", keep_default_na=False)
+    assert list(kept["prediction"]) == ["NA", "None", "", "A"]
+    assert list(kept["extracted"]) == ["A", "Z", "Z", "A"] and list(kept["hit"]) == [1, 0, 0, 1]
+    again = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
+    assert finish(MCQ, again.drop(columns=["extracted", "hit"]), tmp_path / "rescored") == metrics
+
+
+def test_answers_are_compared_as_given_and_circular_eval_follows_vlmevalkits_names():
+    from ddp_eval.tasks.mcq.score import score_table
+
+    scored, _ = score_table(table(["A", "B"], answers=("A", "B ")))
+    assert list(scored["hit"]) == [1, 0]  # VLMEvalKit's answer_map keeps "B ": no letter equals it
+    rows = table(["A", "B", "B", "A"])
+    for name, circular in (("MMBench_DEV_EN", True), ("my_ccbench_copy", True), ("SEEDBench_IMG", False), ("", True)):
+        _, metrics = score_table(rows, name)
+        assert ("circular" in metrics) == circular, name
+
+
 def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path):
     metrics = finish(MCQ, table(["A", "B"], answers=(None, None)), tmp_path)
     assert metrics is None

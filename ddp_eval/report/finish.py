@@ -35,6 +35,22 @@ def check_rows(table: pd.DataFrame, what: str) -> None:
                                "than once; every row of a predictions file needs its own index")
 
 
+# The texts pandas reads as a missing value by default (pandas' STR_NA_VALUES). VLMEvalKit writes the
+# replies to a file and scores them as `load` reads it back, so a reply of "None", "N/A" or "" reaches its
+# rules as NaN, i.e. the text "nan"; `ddp_eval score` on predictions.tsv reads them the same way.
+READ_AS_MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def score_as_read_back(task: Task, table: pd.DataFrame, benchmark: str) -> tuple[pd.DataFrame, dict]:
+    """The task's score of the replies as VLMEvalKit reads them back from its predictions file; the table
+    that comes back (predictions.tsv) keeps each reply as the model gave it."""
+    raw = dict(zip(table["index"], table["prediction"]))
+    read_back = table["prediction"].map(lambda p: float("nan") if isinstance(p, str) and p in READ_AS_MISSING else p)
+    scored, metrics = task.score(table.assign(prediction=read_back), benchmark)
+    return scored.assign(prediction=scored["index"].map(raw)), metrics
+
+
 def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, manifest: dict | None = None,
            title: str = "", benchmark: str | None = None, parity: dict | None = None) -> dict | None:
     """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics.
@@ -57,7 +73,7 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
         write_predictions(table, out_dir)
         log.info("scoring.enabled is false: wrote predictions only")
         return None
-    table, metrics = task.score(table, benchmark)
+    table, metrics = score_as_read_back(task, table, benchmark)
     metrics["failed"] = failures[0] if failures else 0
     if parity is not None:
         metrics["parity"] = parity

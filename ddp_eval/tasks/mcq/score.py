@@ -26,6 +26,16 @@ def normalize_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={c: c if c in LETTERS else str(c).lower() for c in table.columns})
 
 
+# VLMEvalKit's evaluate_heuristic runs CircularEval for these names only; other benchmarks score row by row
+# whatever their indices.
+CIRCULAR_NAMES = ("mmbench", "ccbench", "circular", "mmcr")
+
+
+def circular_by_name(benchmark: str) -> bool:
+    """Whether a benchmark with circular copies is scored by CircularEval; with no name, the copies decide."""
+    return not benchmark or any(name in benchmark.lower() for name in CIRCULAR_NAMES)
+
+
 def is_mmmu(benchmark: str) -> bool:
     return "MMMU" in benchmark  # VLMEvalKit's test in mcq_vanilla_eval
 
@@ -45,7 +55,7 @@ def truth(row: dict, mmmu: bool) -> str:
     if mmmu:
         answer = str(row["answer"])
         return answer if answer in LETTERS else "A"
-    return str(row["answer"]).strip()
+    return str(row["answer"])  # as VLMEvalKit's answer_map holds it: "B " matches no extracted letter
 
 
 def extract_all(records: list[dict], mmmu: bool) -> list[str]:
@@ -77,7 +87,7 @@ def score_table(table: pd.DataFrame, benchmark: str = "") -> tuple[pd.DataFrame,
     ]
     metrics = {"rows": len(rows), "accuracy": accuracy(rows)}
     reported = rows
-    if has_circular(rows):
+    if has_circular(rows) and circular_by_name(benchmark):
         groups = circular_rows(rows)
         metrics["circular"] = {**accuracy(groups), "groups": len(groups)}
         reported = groups
