@@ -125,3 +125,17 @@ def test_an_image_file_that_image_path_names_is_read_as_it_is(tmp_path):
     _noise("RGBA").save(tmp_path / "a.png")
     raw = load_tsv(write_rows(tmp_path / "b.tsv", [{"index": 1, "question": "q", "image_path": "a.png"}]))
     assert raw.images.open(1).mode == "RGBA"  # VLMEvalKit's model opens the file itself: no conversion first
+
+
+def test_rows_without_an_image_cell_are_left_out_as_vlmevalkit_does(tmp_path, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ddp_eval"), "propagate", True)
+    rows = [{"index": 1, "question": "q", "image": image_b64(1)}, {"index": 2, "question": "q", "image": None},
+            {"index": 3, "question": "q", "image": "1"}]
+    with caplog.at_level(logging.WARNING, logger="ddp_eval"):
+        raw = load_tsv(write_rows(tmp_path / "b.tsv", rows))
+    assert list(raw.table["index"]) == [1, 3] and raw.image_keys == [(1,), (1,)]
+    assert "1 row(s) without an image left out" in caplog.text and "(index 2)" in caplog.text
+    with pytest.raises(DdpEvalError, match="every row's image cell is empty"):
+        load_tsv(write_rows(tmp_path / "c.tsv", [{"index": 1, "question": "q", "image": None}]))

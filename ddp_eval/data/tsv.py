@@ -3,7 +3,9 @@
 Every file has an `index` and an `image` column and/or `image_path`; the other columns are the task's
 to read. An image cell holds base64, or a printed Python list of base64 strings (several images, e.g.
 MMMU), or a short text naming another row's index, whose images the row shows (MMBench's circular
-copies). Rows without an image cell may name a file, or a printed list of files, in `image_path`.
+copies). In a file without an image column, `image_path` names each row's file, or a printed list of
+files; in a file with one, a row whose image cell is empty is left out, as VLMEvalKit's datasets leave it
+out (`skip_noimg`), with a warning that counts them.
 
 Each image gets its own key in the store: the owning row's index for a row of one image, (index,
 position) for a row of several. The index is an integer where every index is one, else the index's
@@ -12,6 +14,7 @@ text (HallusionBench's indices are strings).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from ddp_eval.data.rows import RawRows
 from ddp_eval.errors import DdpEvalError
 
 REFERENCE_LENGTH = 64  # an image cell this short names another row (VLMEvalKit's rule)
+
+log = logging.getLogger(__name__)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -74,6 +79,16 @@ def load_tsv(path: Path, limit: int | None = None) -> RawRows:
         raise DdpEvalError(f"{source}: needs an image or image_path column; found {', '.join(map(str, table.columns))}")
     if "index" not in table.columns:
         raise DdpEvalError(f"{source}: missing required column index; found {', '.join(map(str, table.columns))}")
+    if "image" in table.columns:
+        imageless = table["image"].map(is_missing)
+        if imageless.all():
+            raise DdpEvalError(f"{source}: every row's image cell is empty; VLMEvalKit leaves such rows out, so "
+                               "nothing is left (drop the image column to use image_path)")
+        if imageless.any():
+            shown = ", ".join(map(str, table["index"][imageless].head(10)))
+            log.warning("%s: %d row(s) without an image left out, as VLMEvalKit leaves them out (index %s%s)", source,
+                        int(imageless.sum()), shown, ", ..." if imageless.sum() > 10 else "")
+            table = table[~imageless].reset_index(drop=True)
     values = list(table["index"])
     integer = all(integer_index(v) is not None for v in values)
     owners = [integer_index(v) if integer else str(v) for v in values]
