@@ -21,9 +21,9 @@ def test_cut_last_line_is_ignored_then_trimmed_before_append(tmp_path):
 
 
 def test_shards_of_all_world_sizes_are_read(tmp_path):
-    with ShardWriter(shard_path(tmp_path, 0, 3)) as w:
+    with ShardWriter(shard_path(tmp_path, 0, 3), IDENTITY) as w:
         w.write_batch([{"index": 1, "prediction": "A"}])
-    with ShardWriter(shard_path(tmp_path, 1, 2)) as w:
+    with ShardWriter(shard_path(tmp_path, 1, 2), IDENTITY) as w:
         w.write_batch([{"index": 2, "prediction": "B"}])
     assert done_indices(read_shards(tmp_path)) == {1, 2}
 
@@ -53,7 +53,7 @@ def test_failed_record_is_superseded_by_a_later_success():
 
 
 def test_retry_failed_leaves_failed_rows_to_do(tmp_path):
-    with ShardWriter(shard_path(tmp_path, 0, 1)) as w:
+    with ShardWriter(shard_path(tmp_path, 0, 1), IDENTITY) as w:
         w.write_batch([{"index": 1, "prediction": "A"}, {"index": 2, "prediction": "", "error": "x"}])
     assert done_indices(read_shards(tmp_path)) == {1, 2}
     assert done_indices(read_shards(tmp_path), retry_failed=True) == {1}
@@ -62,6 +62,20 @@ def test_retry_failed_leaves_failed_rows_to_do(tmp_path):
 def test_damaged_middle_line_is_an_error(tmp_path):
     path = shard_path(tmp_path, 0, 1)
     path.parent.mkdir(parents=True)
-    path.write_text('{"index": 1}\nnot json\n{"index": 2}\n')
-    with pytest.raises(DdpEvalError, match="line 2"):
+    path.write_text(HEADER + '{"index": 1}\nnot json\n{"index": 2}\n')
+    with pytest.raises(DdpEvalError, match="line 3: not valid JSON; the shard is damaged: delete the line"):
+        read_shards(tmp_path)
+
+
+HEADER = '{"ddp_eval_shard": 1, "identity": {"benchmark": "b", "model": "m"}}\n'
+
+
+@pytest.mark.parametrize("first", ['{"index": 1, "prediction": "A"}\n', 'not json\n', '\n{"index": 1}\n'])
+def test_a_shard_whose_first_line_is_not_its_header_is_refused_and_deleting_it_is_the_advice(tmp_path, first):
+    """Without the run identity nothing says which benchmark, model and settings predicted the rows: such a
+    shard must not pass as this run's (deleting a damaged first line would make it one)."""
+    path = shard_path(tmp_path, 0, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(first + '{"index": 2, "prediction": "B"}\n')
+    with pytest.raises(DdpEvalError, match=r"line [12]: .*delete the shard \(its rows are predicted again\)"):
         read_shards(tmp_path)

@@ -130,8 +130,8 @@ def test_a_record_without_newline_is_not_lost_on_resume(tmp_path):
 def test_a_damaged_line_in_the_middle_names_file_and_line(tmp_path):
     path = shard_path(tmp_path, 0, 1)
     path.parent.mkdir(parents=True)
-    path.write_bytes(b'{"index": 1}\n{"index": "one"}\n{"index": 2}\n')
-    with pytest.raises(DdpEvalError, match=r"rank000-of-001.jsonl, line 2: a record without an integer index"):
+    path.write_bytes(b'{"ddp_eval_shard": 1, "identity": {}}\n{"index": 1}\n{"index": "one"}\n{"index": 2}\n')
+    with pytest.raises(DdpEvalError, match=r"rank000-of-001.jsonl, line 3: a record without an integer index"):
         read_shards(tmp_path)
 
 

@@ -79,7 +79,7 @@ def load_tsv(path: Path, limit: int | None = None) -> RawRows:
         raise DdpEvalError(f"{source}: needs an image or image_path column; found {', '.join(map(str, table.columns))}")
     if "index" not in table.columns:
         raise DdpEvalError(f"{source}: missing required column index; found {', '.join(map(str, table.columns))}")
-    if "image" in table.columns:
+    if "image" in table.columns and len(table):
         imageless = table["image"].map(is_missing)
         if imageless.all():
             raise DdpEvalError(f"{source}: every row's image cell is empty; VLMEvalKit leaves such rows out, so "

@@ -176,20 +176,33 @@ def read_shard(path: Path, into: ShardContents) -> None:
     except OSError as err:
         raise DdpEvalError(f"{path}: cannot read the shard ({err.strerror or err})") from None
     lines = body.split(b"\n")[:-1]
+    headed = False
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         record, problem = parse_line(line)
         if record is None:
-            raise DdpEvalError(f"{path}, line {number}: {problem}; the shard is damaged: delete the line "
-                               "(its row is predicted again) or the shard")
+            what = "delete the shard (its rows are predicted again)" if not headed else \
+                "delete the line (its row is predicted again) or the shard"
+            raise DdpEvalError(f"{path}, line {number}: {problem}; the shard is damaged: {what}")
+        headed = headed or _headed(record, path, number)
         _add(record, path, into)
     if tail:
         record, _ = parse_line(tail)
         if record is None:  # cut by a crash mid-write: predicted again (the writer cuts it before appending)
             log.warning("%s: ignoring a cut last line (%d bytes)", path, len(tail))
         else:
+            headed or _headed(record, path, len(lines) + 1)
             _add(record, path, into)
+
+
+def _headed(record: dict[str, Any], path: Path, number: int) -> bool:
+    """True for the header; a record before any header is an error: without the run identity nothing says
+    which benchmark, model and settings its rows were predicted with."""
+    if HEADER_KEY in record:
+        return True
+    raise DdpEvalError(f"{path}, line {number}: a record before the shard's header line (the run identity), so "
+                       "nothing says which run predicted its rows; delete the shard (its rows are predicted again)")
 
 
 def _add(record: dict[str, Any], path: Path, into: ShardContents) -> None:
