@@ -156,3 +156,20 @@ def test_empty_benchmark_is_named(make_config, single_process, tmp_path):
     empty.write_text("index\tquestion\tA\tB\tanswer\timage\n")
     with pytest.raises(DdpEvalError, match="has no rows"):
         run(make_config(data=empty), single_process, QUIET)
+
+
+def test_a_file_with_some_answers_missing_is_refused_before_anything_is_predicted(make_config, single_process,
+                                                                                  tmp_path):
+    from ddp_eval.run.dryrun import describe
+
+    rows = [r for r in build_benchmark_rows() if r["index"] < 1_000_000][:6]
+    rows[2]["answer"] = None
+    tsv = write_tsv(rows, tmp_path / "some_answers.tsv")
+    said = rf"{tsv}: 1 of 6 rows have no answer \(index 2\).*scoring.enabled=false"
+    with pytest.raises(DdpEvalError, match=said):
+        describe(make_config(data=tsv), 1)  # --dry-run
+    with pytest.raises(DdpEvalError, match=said):
+        run(make_config(data=tsv), single_process, QUIET)
+    assert not (tmp_path / "out" / "shards").exists()  # nothing predicted, nothing to lose
+    metrics = run(make_config("scoring.enabled=false", data=tsv), single_process, QUIET)
+    assert metrics is None and len(pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")) == 6

@@ -63,15 +63,15 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
     failures = write_failures(table, out_dir)
     if failures:
         log.warning("%d rows failed (counted as wrong); listed in %s", failures[0], failures[1])
+    if not score:
+        write_predictions(table, out_dir)
+        log.info("scoring.enabled is false: wrote predictions only")
+        return None
     if task.answer_status(table) == "none":
         table = task.extract_only(table, benchmark)
         write_predictions(table, out_dir)
         path = write_submission(table, out_dir)
         log.warning("the benchmark has no answers (a test split): scoring skipped; submit %s", path)
-        return None
-    if not score:
-        write_predictions(table, out_dir)
-        log.info("scoring.enabled is false: wrote predictions only")
         return None
     table, metrics = score_as_read_back(task, table, benchmark)
     metrics["failed"] = failures[0] if failures else 0

@@ -14,7 +14,7 @@ from ddp_eval.run.job import local_device_type, plan_job
 from ddp_eval.store.identity import content_digests
 from ddp_eval.store.lock import read_holder
 from ddp_eval.store.shards import check_identity, done_indices, read_shards, shard_path
-from ddp_eval.tasks.load import load_benchmark, local_path
+from ddp_eval.tasks.load import check_scorable, load_benchmark, local_path
 from ddp_eval.tasks.registry import benchmark_spec
 
 
@@ -33,6 +33,8 @@ def _describe(cfg: Config, world_size: int) -> str:
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{local_path(cfg.data)} first; nothing else to show")
     bench = load_benchmark(cfg.data)
+    if cfg.scoring.enabled:
+        check_scorable(bench)
     job = plan_job(cfg, bench, local_device_type())
     costs, plan = job.costs, job.plan
     out = Path(cfg.run.output_dir)

@@ -50,7 +50,7 @@ from ddp_eval.store.identity import ModelDigest
 from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.manifest import write_manifest
 from ddp_eval.store.shards import ShardWriter, shard_path
-from ddp_eval.tasks.load import download_benchmark, load_benchmark
+from ddp_eval.tasks.load import check_scorable, download_benchmark, load_benchmark
 from ddp_eval.tasks.registry import benchmark_spec
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,10 @@ def prepare_data(cfg: Config, info: DistInfo) -> Benchmark:
         error = broadcast_object(info, error)  # the other ranks wait here while rank 0 downloads
         if error:
             raise DdpEvalError(error)
-    return load_benchmark(cfg.data)
+    benchmark = load_benchmark(cfg.data)
+    if cfg.scoring.enabled:
+        check_scorable(benchmark)
+    return benchmark
 
 
 def predict(cfg: Config, info: DistInfo, dataset: BatchDataset, batches, backend: Backend,

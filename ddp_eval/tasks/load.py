@@ -9,7 +9,8 @@ from ddp_eval.config import DataConfig
 from ddp_eval.core.sample import Benchmark
 from ddp_eval.data.download import cached_path, download_url, ensure_downloaded
 from ddp_eval.data.load import load_rows
-from ddp_eval.tasks.registry import benchmark_spec, task_for, unknown_benchmark
+from ddp_eval.errors import DdpEvalError
+from ddp_eval.tasks.registry import benchmark_spec, get_task, task_for, unknown_benchmark
 
 FILE_SUFFIXES = (".tsv", ".xlsx", ".parquet", ".csv", ".arrow")
 
@@ -44,3 +45,14 @@ def load_benchmark(cfg: DataConfig) -> Benchmark:
     name = cfg.path if benchmark_spec(cfg.path) is not None else rows.name
     return Benchmark(name=name, source=rows.source, table=rows.table, samples=task.samples(rows, name),
                      images=rows.images, task=task.name)
+
+
+def check_scorable(benchmark: Benchmark) -> None:
+    """Before anything is predicted: a file with answers for some rows only cannot be scored, so say so now,
+    naming the file, rather than after every row is predicted."""
+    task = get_task(benchmark.task)
+    try:
+        task.answer_status(task.normalize_columns(benchmark.table))
+    except DdpEvalError as err:
+        raise DdpEvalError(f"{benchmark.source}: {err}; fix the file, or set scoring.enabled=false to predict "
+                           "without scoring") from None
