@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> None:
     with distributed(cfg.run.dist_timeout_s) as info:
         setup_logging(info.rank, info.world_size, quiet=args.quiet)
         run(cfg, info, Options(show_progress=not args.quiet, retry_failed=args.retry_failed,
-                                 process_start=PROCESS_START))
+                                 process_start=PROCESS_START, fail_on_a_failed_benchmark=True))
 
 
 def _score(args: argparse.Namespace) -> None:

@@ -41,7 +41,20 @@ def test_suite_predictions_equal_each_benchmark_alone_and_a_bad_one_is_marked_fa
     summary = json.loads((suite / "summary.json").read_text())
     assert [r["status"].split(":")[0] for r in summary] == ["ok", "failed", "ok"]
     assert "benchmark not found" in summary[1]["status"]
-    assert summary[0]["rows"] == 30 and summary[0]["metric"] == "CircularEval"
+    assert summary[0]["rows"] == 30 and summary[0]["metric"] == "Overall Acc"  # "first": not a CircularEval name
+
+
+def test_a_suite_with_a_failed_benchmark_exits_with_status_2_after_the_others_finish(config_file, demo_tsv,
+                                                                                       tmp_path):
+    first, _ = two_benchmarks(demo_tsv, tmp_path)
+    out = tmp_path / "suite"
+    cmd = [sys.executable, "-m", "ddp_eval", "--config", str(config_file), "--quiet", "--set", "data.path=", "--set",
+           f"data.benchmarks=[{first}, {tmp_path / 'absent.tsv'}]", "--set", "data.limit=4", "--set",
+           f"run.output_dir={out}"]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"1 of 2 benchmarks failed ({tmp_path / 'absent.tsv'}" in done.stderr
+    assert (out / "first" / "metrics.json").exists() and (out / "summary.json").exists()
 
 
 @pytest.mark.slow  # ~20 s: test_every_task_family_under_torchrun... runs a larger suite the same way

@@ -88,6 +88,7 @@ class Options:
     show_progress: bool = True
     retry_failed: bool = False
     process_start: float = 0.0  # time.perf_counter() at process start, for time-to-first-batch
+    fail_on_a_failed_benchmark: bool = False  # a suite ends with an error (exit 2) when one of its benchmarks failed
 
 
 @dataclass
@@ -254,6 +255,10 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     if not suite:
         return parts[0].metrics
     write_summary(out, [_summary_row(p, details) for p in parts])
+    failed = [p.name for p in parts if p.error]
+    if failed and options.fail_on_a_failed_benchmark:
+        raise DdpEvalError(f"{len(failed)} of {len(parts)} benchmarks failed ({', '.join(failed)}; why: the log "
+                           f"above and {out / 'summary.json'}); the others' results are in {out}")
     return {p.name: p.metrics for p in parts}
 
 
