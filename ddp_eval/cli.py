@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="write each row's prompt as the model family is given it (JSON lines)")
     prompts.add_argument("--config", type=Path, help="YAML config file")
     prompts.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    prompts.add_argument("--limit", type=int, default=None, help="only the first N rows of each benchmark")
+    prompts.add_argument("--limit", type=_positive, default=None, help="only the first N rows of each benchmark")
     prompts.add_argument("--render", action="store_true",
                          help="add the chat-template text the model reads (loads the processor, not the weights)")
     prompts.add_argument("--out", type=Path, default=None, help="write to this file (default: standard output)")
@@ -192,7 +192,13 @@ def _prompts(args: argparse.Namespace) -> None:
         return
     from ddp_eval.store.atomic import atomic_write_text
 
-    atomic_write_text(args.out, "".join(lines))
+    if args.out.is_dir():
+        raise DdpEvalError(f"prompts --out {args.out}: a directory; name the file to write, e.g. "
+                           f"{args.out / 'prompts.jsonl'}")
+    try:
+        atomic_write_text(args.out, "".join(lines))
+    except (NotADirectoryError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise DdpEvalError(f"prompts --out {args.out}: cannot write there ({err.strerror or err})") from None
     print(f"prompts in {args.out}")
 
 
@@ -214,6 +220,16 @@ def _doctor(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     if errors:
         raise DdpEvalError(f"doctor found {errors} problem(s), marked FAIL above")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def entry() -> None:

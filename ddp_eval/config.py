@@ -167,6 +167,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise DdpEvalError(f"config file {path} is not valid YAML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise DdpEvalError(f"config file {path} is not UTF-8 text (byte offset {err.start}: {err.reason})") \
+                from None
+        except OSError as err:
+            raise DdpEvalError(f"config file {path} cannot be read ({err.strerror or err})") from None
         if not isinstance(raw, dict):
             raise DdpEvalError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
     for item in overrides:

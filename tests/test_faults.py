@@ -239,3 +239,56 @@ def test_indices_beyond_float_precision_stay_apart_and_copies_without_an_origina
     assert integer_index("inf") is None and integer_index(float("inf")) is None
     assert not has_circular([ScoredRow(9007199254740993, "c", "l", True), ScoredRow(9007199254740992, "c", "l",
                                                                                       False)])
+
+
+def _model_copy(tiny_model, tmp_path, name: str, drop: tuple[str, ...] = ()):
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(tiny_model, copy, ignore=shutil.ignore_patterns(*drop))
+    return copy
+
+
+def test_damaged_weights_a_missing_attention_package_and_missing_tokenizer_files_are_one_line_errors(tiny_model,
+                                                                                                    tmp_path):
+    import torch
+
+    from ddp_eval.config import ModelConfig
+    from ddp_eval.models.loading import load_auto_processor, load_pretrained
+
+    cpu = torch.device("cpu")
+    cut = _model_copy(tiny_model, tmp_path, "cut")
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(DdpEvalError, match=rf"the weights in {cut} cannot be read .*damaged or cut short"):
+        load_pretrained(ModelConfig(path=str(cut), dtype="float32"), cpu)
+    (cut / "model.safetensors").write_text("not weights")
+    with pytest.raises(DdpEvalError, match="cannot be read"):
+        load_pretrained(ModelConfig(path=str(cut), dtype="float32"), cpu)
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        with pytest.raises(DdpEvalError, match="model.attn_implementation=flash_attention_2: "):
+            load_pretrained(ModelConfig(path=str(tiny_model), dtype="float32",
+                                        attn_implementation="flash_attention_2"), cpu)
+    bare = _model_copy(tiny_model, tmp_path, "no_tokenizer", drop=("tokenizer.json", "tokenizer_config.json"))
+    with pytest.raises(DdpEvalError, match=f"{bare} has no tokenizer files"):
+        load_auto_processor(ModelConfig(path=str(bare)))
+
+
+def test_bad_paths_given_on_the_command_line_are_one_line_errors(config_file, tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("model:\n  path: caf\xe9\n".encode("latin-1"))
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("x")
+    predictions = tmp_path / "p.tsv"
+    predictions.write_text("index\tquestion\tA\tB\tanswer\tprediction\n0\tq\ta\tb\tA\tA\n")
+    for args, said in (
+        (["--config", latin], f"config file {latin} is not UTF-8 text"),
+        (["score", predictions, "--output-dir", in_the_way], f"output dir {in_the_way}: a file of that name"),
+        (["prompts", "--config", config_file, "--limit", "1", "--out", tmp_path], "a directory; name the file"),
+        (["prompts", "--config", config_file, "--limit", "1", "--out", in_the_way / "x.jsonl"], "cannot write there"),
+        (["prompts", "--config", config_file, "--limit", "-3"], "must be >= 1, got -3"),
+    ):
+        done = cli(*args)
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)

@@ -46,6 +46,10 @@ def load_auto_processor(cfg: ModelConfig):
         raise DdpEvalError(f"model.path: cannot load a processor from {path} ({err})") from None
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise DdpEvalError(f"model.path: {path} has no image processor + tokenizer (got {type(processor).__name__})")
+    # Without its files transformers builds a tokenizer of its special tokens alone; generate fails much later.
+    if len(processor.tokenizer) <= len(set(processor.tokenizer.all_special_tokens)):
+        raise DdpEvalError(f"model.path: {path} has no tokenizer files (tokenizer.json, or vocab.json and "
+                           "merges.txt, with tokenizer_config.json): its tokenizer has no vocabulary")
     # Batched generation needs left padding so every row's last prompt token is at the end.
     processor.tokenizer.padding_side = "left"
     return processor
@@ -66,8 +70,15 @@ def load_pretrained(cfg: ModelConfig, device: torch.device):
             device_map={"": device},
             attn_implementation=cfg.attn_implementation,
         )
+    except ImportError as err:  # an attention implementation whose package is missing (flash_attention_2)
+        raise DdpEvalError(f"model.attn_implementation={cfg.attn_implementation}: {err}") from None
     except (OSError, ValueError, KeyError) as err:
         raise DdpEvalError(f"model.path: cannot load the model from {path} ({err})") from None
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise DdpEvalError(f"model.path: the weights in {path} cannot be read ({err}); the .safetensors files are "
+                           "damaged or cut short: copy or download them again") from None
     model.eval()
     check_model_device(model, device)
     return model

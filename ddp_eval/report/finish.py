@@ -55,7 +55,11 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
            title: str = "", benchmark: str | None = None, parity: dict | None = None) -> dict | None:
     """Write predictions (+ metrics, report.md and charts when the rows have answers); return the metrics.
     `benchmark` picks the task's rules (MME, POPE, ... score differently); by default the manifest's."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DdpEvalError(f"output dir {out_dir}: a file of that name (or above it) is in the way; pick another "
+                           "output dir") from None
     if benchmark is None:
         benchmark = (manifest or {}).get("benchmark") or ""
     table = task.normalize_columns(table)
