@@ -139,3 +139,15 @@ def test_rows_without_an_image_cell_are_left_out_as_vlmevalkit_does(tmp_path, ca
     assert "1 row(s) without an image left out" in caplog.text and "(index 2)" in caplog.text
     with pytest.raises(DdpEvalError, match="every row's image cell is empty"):
         load_tsv(write_rows(tmp_path / "c.tsv", [{"index": 1, "question": "q", "image": None}]))
+
+
+@pytest.mark.parametrize(("index", "said"), [(None, r"1 row\(s\) with an empty index cell \(line 3\)"),
+                                             (4.5, r"index value\(s\) 4.5 are not whole numbers"),
+                                             (1_000_000, r"duplicate index value\(s\) 1000000")])
+def test_an_empty_fractional_or_repeated_index_is_named_before_image_references(tmp_path, index, said):
+    """Each would otherwise turn the indices into text (CircularEval gone unnoticed) or be reported as a
+    reference to a row without an image."""
+    rows = [{"index": 0, "question": "q", "image": image_b64(1)}, {"index": index, "question": "q", "image": "0"},
+            {"index": 1_000_000, "question": "q", "image": "0"}]
+    with pytest.raises(DdpEvalError, match=said):
+        load_tsv(write_rows(tmp_path / "b.tsv", rows))

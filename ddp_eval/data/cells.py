@@ -55,6 +55,23 @@ def sample_indices(values: Sequence[Any], source: str) -> list[int]:
     return list(range(len(values)))
 
 
+def check_index_column(values: Sequence[Any], source: str) -> None:
+    """Every row has an index, no index twice, and a numeric column holds whole numbers: an empty cell or
+    a 4.5 among integers would turn every index into text and lose MMBench's circular copies unnoticed."""
+    empty = [pos for pos, v in enumerate(values) if is_missing(v) or (isinstance(v, str) and not v.strip())]
+    if empty:
+        lines = ", ".join(str(pos + 2) for pos in empty[:10])
+        raise DdpEvalError(f"{source}: {len(empty)} row(s) with an empty index cell (line {lines}); every row "
+                           "needs its own index")
+    numeric = all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in values)
+    fractions = [v for v in values if integer_index(v) is None] if numeric else []
+    if fractions:
+        shown = ", ".join(map(str, fractions[:10]))
+        raise DdpEvalError(f"{source}: index value(s) {shown} are not whole numbers, in a column of numbers; "
+                           "every index must be an integer (or every one a text)")
+    check_unique(list(values), source)
+
+
 def check_unique(indices: list, source: str) -> None:
     seen: set = set()
     dupes = sorted({str(i) for i in indices if i in seen or seen.add(i)})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddp_eval.data.cells import cell_list, integer_index, is_missing
+from ddp_eval.data.cells import cell_list, check_index_column, integer_index, is_missing
 from ddp_eval.data.images import Base64Images
 from ddp_eval.data.rows import RawRows
 from ddp_eval.errors import DdpEvalError
@@ -90,6 +90,7 @@ def load_tsv(path: Path, limit: int | None = None) -> RawRows:
                         int(imageless.sum()), shown, ", ..." if imageless.sum() > 10 else "")
             table = table[~imageless].reset_index(drop=True)
     values = list(table["index"])
+    check_index_column(values, source)  # before the image references, which an index problem would misname
     integer = all(integer_index(v) is not None for v in values)
     owners = [integer_index(v) if integer else str(v) for v in values]
     cells = [None if is_missing(v) else str(v) for v in table["image"]] if "image" in table else [None] * len(table)
