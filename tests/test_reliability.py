@@ -173,3 +173,16 @@ def test_a_file_with_some_answers_missing_is_refused_before_anything_is_predicte
     assert not (tmp_path / "out" / "shards").exists()  # nothing predicted, nothing to lose
     metrics = run(make_config("scoring.enabled=false", data=tsv), single_process, QUIET)
     assert metrics is None and len(pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")) == 6
+
+
+def test_a_benchmark_file_the_run_would_overwrite_with_its_results_is_refused(make_config, single_process, demo_tsv,
+                                                                             tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(demo_tsv, out / "predictions.tsv")
+    before = (out / "predictions.tsv").read_bytes()
+    with pytest.raises(DdpEvalError, match="is inside run.output_dir .* the results would replace the benchmark"):
+        run(make_config(data=out / "predictions.tsv"), single_process, QUIET)
+    assert (out / "predictions.tsv").read_bytes() == before

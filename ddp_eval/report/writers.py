@@ -23,6 +23,8 @@ METRICS = "metrics.json"
 SUBMISSION = "submission.xlsx"
 FAILURES = "failures.tsv"
 REPORT = "report.md"
+# Files a run writes into its output dir that could be mistaken for a benchmark file.
+OUTPUT_FILES = frozenset({PREDICTIONS, SUBMISSION, FAILURES, "summary.csv", "accuracy_by_category.csv"})
 
 
 def write_predictions(table: pd.DataFrame, out_dir: Path) -> Path:

@@ -40,6 +40,7 @@ from ddp_eval.models.loading import warm_up_device
 from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
 from ddp_eval.report.summary import SuiteRow, write_summary
+from ddp_eval.report.writers import OUTPUT_FILES
 from ddp_eval.run.budget import token_budget
 from ddp_eval.run.job import Job, plan_job
 from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
@@ -50,7 +51,7 @@ from ddp_eval.store.identity import ModelDigest
 from ddp_eval.store.lock import OutputDirLock
 from ddp_eval.store.manifest import write_manifest
 from ddp_eval.store.shards import ShardWriter, shard_path
-from ddp_eval.tasks.load import check_scorable, download_benchmark, load_benchmark
+from ddp_eval.tasks.load import check_scorable, download_benchmark, load_benchmark, local_path
 from ddp_eval.tasks.registry import benchmark_spec
 
 log = logging.getLogger(__name__)
@@ -282,12 +283,21 @@ def _load_part(cfg: Config, info: DistInfo, name: str, suite: bool, since: float
     """Load one benchmark; in a suite an error marks it failed instead of stopping all."""
     part = Part(name=name, out=part_dir(cfg, name), cfg=part_config(cfg, name))
     try:
+        _not_an_output(part.cfg, part.out)
         part.benchmark = prepare_data(part.cfg, info)
         log.info("benchmark %s: %d rows loaded (%.1f s since start)", part.benchmark.name,
                  len(part.benchmark.samples), time.perf_counter() - since)
     except DdpEvalError as err:
         _leave_out(part, err, suite)
     return part
+
+
+def _not_an_output(cfg: Config, out: Path) -> None:
+    """The benchmark file must not be one the run writes into its output dir: its results would replace it."""
+    path = local_path(cfg.data)
+    if path.name in OUTPUT_FILES and path.resolve().parent == out.resolve():
+        raise DdpEvalError(f"data.path {path} is inside run.output_dir {out}, where the run writes its own "
+                           f"{path.name}: the results would replace the benchmark; use another run.output_dir")
 
 
 def _plan_part(part: Part, info: DistInfo, options: Options, lock, suite: bool, budget: int | None,
