@@ -134,6 +134,18 @@ def test_download_with_wrong_md5_keeps_nothing(http_root, tmp_path):
     assert not any((tmp_path / "c").iterdir())
 
 
+def test_a_cached_file_with_another_md5_is_named_when_it_cannot_be_downloaded_again(make_config, demo_tsv, tmp_path):
+    import shutil
+
+    from ddp_eval.run.dryrun import describe
+
+    shutil.copy(demo_tsv, tmp_path / "MMStar.tsv")
+    cfg = make_config("data.path=MMStar", f"data.cache_dir={tmp_path}", "data.mirror=http://127.0.0.1:9")
+    assert "has md5 " in describe(cfg, 1) and "a run would download it again" in describe(cfg, 1)
+    with pytest.raises(DdpEvalError, match=rf"the TSV at {tmp_path / 'MMStar.tsv'} has md5 \w+, not MMStar's"):
+        download_benchmark("MMStar", str(tmp_path), mirror="http://127.0.0.1:9", show_progress=False)
+
+
 def test_unreachable_download_names_the_url(tmp_path):
     with pytest.raises(DdpEvalError, match="cannot download MMBench_TEST_EN from http://127.0.0.1:9/"):
         download_benchmark("MMBench_TEST_EN", str(tmp_path), mirror="http://127.0.0.1:9", show_progress=False)

@@ -39,8 +39,13 @@ def cached_path(name: str, cache_dir: str) -> Path:
 def ensure_downloaded(name: str, url: str, expected: str, cache_dir: str, show_progress: bool = True) -> Path:
     """Path of the verified TSV for `name`, downloading it from `url` if the cache lacks a good copy."""
     target = cached_path(name, cache_dir)
-    if target.exists() and file_md5(target) == expected:
-        return target
+    stale = None
+    if target.exists():
+        stale = file_md5(target)
+        if stale == expected:
+            return target
+        log.warning("%s: md5 %s, expected %s (another version, or a damaged copy): downloading it again", target,
+                    stale, expected)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".tsv.part")
     log.info("downloading %s from %s", name, url)
@@ -53,8 +58,10 @@ def ensure_downloaded(name: str, url: str, expected: str, cache_dir: str, show_p
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as err:
         partial.unlink(missing_ok=True)
+        placed = (f"the TSV at {target} has md5 {stale}, not {name}'s {expected}: replace it with the right file, "
+                  "or set data.md5 to accept it" if stale else f"place the TSV at {target}")
         raise DdpEvalError(
-            f"cannot download {name} from {url} ({err}); place the TSV at {target} or set data.path to a local file"
+            f"cannot download {name} from {url} ({err}); {placed}, or set data.path to a local file"
         ) from None
     got = file_md5(partial)
     if got != expected:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ddp_eval.config import Config
 from ddp_eval.core.plan import batches_for_rank, skip_done
+from ddp_eval.data.download import file_md5
 from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.registry import family_for
 from ddp_eval.run.job import local_device_type, plan_job
@@ -29,9 +30,13 @@ def describe(cfg: Config, world_size: int) -> str:
 
 
 def _describe(cfg: Config, world_size: int) -> str:
-    if benchmark_spec(cfg.data.path) is not None and not local_path(cfg.data).exists():
+    spec = benchmark_spec(cfg.data.path)
+    if spec is not None and not local_path(cfg.data).exists():
         return (f"benchmark {cfg.data.path} is not downloaded yet: a run would fetch it into "
                 f"{local_path(cfg.data)} first; nothing else to show")
+    if spec is not None and (got := file_md5(local_path(cfg.data))) != (cfg.data.md5 or spec.md5):
+        return (f"benchmark {cfg.data.path}: {local_path(cfg.data)} has md5 {got}, not the expected "
+                f"{cfg.data.md5 or spec.md5}: a run would download it again first; nothing else to show")
     bench = load_benchmark(cfg.data)
     if cfg.scoring.enabled:
         check_scorable(bench)
