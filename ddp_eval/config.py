@@ -176,6 +176,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise DdpEvalError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
+    data = raw.get("data")
+    if isinstance(data, dict) and "path" in data and data["path"] is None:
+        data["path"] = ""  # `data.path: null` beside data.benchmarks, as the README's "or" reads
     cfg = _build(Config, raw, prefix="")
     cfg.set_keys = frozenset(f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
                              for key in values)

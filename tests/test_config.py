@@ -103,3 +103,8 @@ def test_decode_graphs_without_prefix_reuse_is_refused_naming_both_keys(tmp_path
     assert resolve_speed(auto, FAMILY, "5.24", "cuda").decode_graphs
     cfg = load_config(write(tmp_path, BASE), ["model.decode_graphs=true", "model.reuse_prefix=true"])
     assert cfg.model.decode_graphs is True
+
+
+def test_a_suite_may_say_data_path_null():
+    cfg = load_config(None, ["model.path=m", "data.path=null", "data.benchmarks=[a, b]"])
+    assert cfg.data.path == "" and cfg.data.benchmarks == ["a", "b"]

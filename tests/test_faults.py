@@ -292,3 +292,17 @@ def test_bad_paths_given_on_the_command_line_are_one_line_errors(config_file, tm
     ):
         done = cli(*args)
         assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_an_output_dir_that_is_a_file_and_an_image_file_that_is_no_image_are_named(make_config, single_process,
+                                                                                   tmp_path):
+    from ddp_eval.data.tsv import load_tsv
+
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("x")
+    with pytest.raises(DdpEvalError, match=f"run.output_dir {in_the_way} is a file, not a folder"):
+        run(make_config(f"run.output_dir={in_the_way}"), single_process, QUIET)
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "b.tsv").write_text("index\tquestion\timage_path\n1\tq\tnotes.png\n")
+    with pytest.raises(DdpEvalError, match=rf"image of row index 1, {tmp_path / 'notes.png'}: cannot decode"):
+        load_tsv(tmp_path / "b.tsv").images.open(1)

@@ -143,9 +143,9 @@ class Base64Images:
         return read_image_file(path, self.describe(key))
 
     def open(self, key: int) -> Image.Image:
+        if key not in self.cells:  # a file image_path names: VLMEvalKit's models read it as it is
+            return decode_image(self._bytes(key), f"{self.describe(key)}, {self.paths.get(key)}")
         image = decode_image(self._bytes(key), self.describe(key))
-        if key not in self.cells:
-            return image  # a file image_path names: VLMEvalKit's models read it as it is
         return as_dumped(image, self.names.get(key, ".png"), self.describe(key))
 
     def size(self, key: int) -> tuple[int, int]:

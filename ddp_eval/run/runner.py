@@ -356,6 +356,9 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
             into.append(job.family.preprocessor(processors[job.pixels], job.benchmark, job.task, speed, job.pixels))
     jobs, names = [p.job for p in live], [p.name for p in live]
     count = parity_count(cfg.run.parity_rows, info.device.type, cfg.generation.greedy)
+    if cfg.run.parity_rows and not count:
+        log.warning("run.parity_rows=%d: no parity check when sampling (generation.greedy=false): a sampled "
+                    "reply has no fixed value to compare", cfg.run.parity_rows)
     parity = ParityCheck(jobs, items, count) if count else None
     alongside = parity is not None and alongside_planned(cfg.run.parity_alongside, info.device.type, first.family,
                                                          first.speed.compile_vision)

@@ -174,6 +174,8 @@ def _file_key(st: os.stat_result) -> tuple[int, int]:
 
 
 def _open_for_locking(output_dir: Path, path: Path) -> int:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DdpEvalError(f"run.output_dir {output_dir} is a file, not a folder; choose another run.output_dir")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
