@@ -92,6 +92,16 @@ def test_answers_are_compared_as_given_and_circular_eval_follows_vlmevalkits_nam
         assert ("circular" in metrics) == circular, name
 
 
+def test_score_reads_csv_with_commas_as_vlmevalkit_loads_it_and_refuses_a_shard(tmp_path):
+    table(["A", "The answer is B", "cat", "blue"]).to_csv(tmp_path / "MMBench_DEV_EN.csv", index=False)
+    done = run_score(tmp_path / "MMBench_DEV_EN.csv", "--output-dir", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["accuracy"]["overall"] == 0.75
+    (tmp_path / "rank000-of-001.jsonl").write_text('{"ddp_eval_shard": 1, "identity": {}}\n')
+    done = run_score(tmp_path / "rank000-of-001.jsonl")
+    assert done.returncode == 2 and "a JSON file, not a table (a run's shard?)" in done.stderr
+
+
 def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path):
     metrics = finish(MCQ, table(["A", "B"], answers=(None, None)), tmp_path)
     assert metrics is None

@@ -32,9 +32,15 @@ log = logging.getLogger(__name__)
 
 def read_table(path: Path) -> pd.DataFrame:
     """A TSV / XLSX as pandas reads it by default (VLMEvalKit's `load`)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        raise DdpEvalError(f"{path}: a JSON file, not a table (a run's shard?); read a TSV, XLSX or CSV, e.g. the "
+                           "run's predictions.tsv")
     try:
-        if path.suffix.lower() == ".xlsx":
+        if suffix == ".xlsx":
             return pd.read_excel(path)
+        if suffix == ".csv":  # VLMEvalKit's load: comma-separated
+            return pd.read_csv(path)
         return pd.read_csv(path, sep="\t")
     except FileNotFoundError:
         raise DdpEvalError(f"benchmark file not found: {path}") from None
