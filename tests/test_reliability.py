@@ -186,3 +186,16 @@ def test_a_benchmark_file_the_run_would_overwrite_with_its_results_is_refused(ma
     with pytest.raises(DdpEvalError, match="is inside run.output_dir .* the results would replace the benchmark"):
         run(make_config(data=out / "predictions.tsv"), single_process, QUIET)
     assert (out / "predictions.tsv").read_bytes() == before
+
+
+def test_a_run_that_stopped_before_its_first_batch_does_not_block_one_with_other_settings(make_config, single_process,
+                                                                                          tiny_model, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken_model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_text("not weights")
+    with pytest.raises(DdpEvalError, match="cannot be read"):
+        run(make_config(model=broken), single_process, QUIET)
+    assert [len(p.read_text().splitlines()) for p in (tmp_path / "out" / "shards").glob("*.jsonl")] == [1]  # header
+    assert run(make_config(), single_process, QUIET)["rows"] == 78

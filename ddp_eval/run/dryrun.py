@@ -14,7 +14,7 @@ from ddp_eval.models.registry import family_for
 from ddp_eval.run.job import local_device_type, plan_job
 from ddp_eval.store.identity import content_digests
 from ddp_eval.store.lock import read_holder
-from ddp_eval.store.shards import check_identity, done_indices, read_shards, shard_path
+from ddp_eval.store.shards import check_identity, done_indices, empty_foreign_shards, read_shards, shard_path
 from ddp_eval.tasks.load import check_scorable, load_benchmark, local_path
 from ddp_eval.tasks.registry import benchmark_spec
 
@@ -44,7 +44,8 @@ def _describe(cfg: Config, world_size: int) -> str:
     costs, plan = job.costs, job.plan
     out = Path(cfg.run.output_dir)
     contents = read_shards(out)
-    check_identity(contents, {**job.identity, **content_digests(cfg, bench)}, out)
+    identity = {**job.identity, **content_digests(cfg, bench)}
+    check_identity(contents, identity, out, ignore=empty_foreign_shards(contents, identity))  # a run replaces those
     done = done_indices(contents)
     largest = max(plan, key=lambda b: max(costs[i] for i in b.indices) * len(b.indices))
     longest = max(costs[i] for i in largest.indices)

@@ -7,6 +7,7 @@ together instead of leaving the others waiting.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -21,7 +22,9 @@ from ddp_eval.run.job import Job
 from ddp_eval.store.atomic import atomic_write_text
 from ddp_eval.store.identity import ModelDigest, content_digests
 from ddp_eval.store.lock import OutputDirLock
-from ddp_eval.store.shards import check_identity, done_indices, read_shards
+from ddp_eval.store.shards import check_identity, done_indices, empty_foreign_shards, read_shards
+
+log = logging.getLogger(__name__)
 
 MIN_FREE_BYTES = 64 * 2**20  # shards of a large benchmark plus its predictions.tsv and report
 
@@ -72,7 +75,11 @@ def _scan_output_dir(job: Job, info: DistInfo, out: Path, retry_failed: bool,
     check_writable(out)
     contents = read_shards(out)
     identity = {**job.identity, **content_digests(job.cfg, benchmark, model_digest)}
-    check_identity(contents, identity, out)
+    empty = empty_foreign_shards(contents, identity)
+    for path in empty:  # before any rank opens its shard: they wait for this scan
+        path.unlink()
+        log.warning("%s: removed, a shard of a run with other settings that holds no prediction", path)
+    check_identity(contents, identity, out, ignore=empty)
     known = {s.index for s in benchmark.samples}
     stray = sorted({int(r["index"]) for r in contents.records} - known)
     if stray:

@@ -224,9 +224,20 @@ def read_shards(output_dir: Path) -> ShardContents:
     return contents
 
 
-def check_identity(contents: ShardContents, identity: dict[str, Any], output_dir: Path) -> None:
-    """Refuse shards written for another benchmark, model or generation setting."""
+def empty_foreign_shards(contents: ShardContents, identity: dict[str, Any]) -> list[Path]:
+    """Shards of another run that hold no prediction (it stopped before its first batch, e.g. at model load):
+    nothing in them is lost when a run of other settings replaces them."""
+    holding = set(contents.origins)
+    return [path for path, theirs in contents.identities.items()
+            if path not in holding and differences(identity, theirs)]
+
+
+def check_identity(contents: ShardContents, identity: dict[str, Any], output_dir: Path,
+                   ignore: list[Path] = ()) -> None:
+    """Refuse shards written for another benchmark, model or generation setting (but those in `ignore`)."""
     for path, theirs in contents.identities.items():
+        if path in ignore:
+            continue
         diff = differences(identity, theirs)
         if diff:
             raise DdpEvalError(
