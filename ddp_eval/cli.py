@@ -113,10 +113,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except Stopped as err:
         print(f"ddp_eval: {err}", file=sys.stderr, flush=True)
+        _leaving_on_a_signal()
         sys.exit(128 + err.signum)
     except KeyboardInterrupt:
         print("ddp_eval: interrupted; predictions written so far are kept, re-run to resume", file=sys.stderr)
+        _leaving_on_a_signal()
         sys.exit(130)
+
+
+def _leaving_on_a_signal() -> None:
+    """The stop is decided and said: another Ctrl-C during the interpreter's teardown would only raise inside
+    torch's exit handlers and print their traceback."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _run(args: argparse.Namespace) -> None:
