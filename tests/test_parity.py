@@ -112,3 +112,21 @@ def test_token_cost_estimate_reads_the_checkpoints_sizes(tiny_model, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(qwen2_vl_2b))
     per_token = bytes_per_prompt_token(tmp_path, 2)
     assert 100_000 < per_token < 300_000  # ~1/7 of 1 GiB per 1,000 tokens: 64 MMBench rows fit twice in 40 GiB
+
+
+def test_a_row_that_fails_alone_is_not_counted_as_a_disagreement(make_config, single_process, tmp_path, monkeypatch,
+                                                                caplog):
+    monkeypatch.setattr(logging.getLogger("ddp_eval"), "propagate", True)
+    predict = ParityCheck._predict
+
+    def first_fails(self, key, prepared):  # as if the row ran out of memory alone
+        if key == self.order[0]:
+            self.alone[key] = None
+            return
+        predict(self, key, prepared)
+
+    monkeypatch.setattr(ParityCheck, "_predict", first_fails)
+    metrics = run(make_config("run.parity_rows=4", "run.parity_alongside=true"), single_process,
+                  Options(show_progress=False))
+    assert metrics["parity"]["rows"] == 3 and metrics["parity"]["same"] == 3 and metrics["parity"]["ok"]
+    assert "1 row(s) failed when predicted alone and are not compared" in caplog.text

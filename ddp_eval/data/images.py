@@ -84,6 +84,10 @@ def decode_image(data: bytes, what: str) -> Image.Image:
     return image
 
 
+# How base64 images reach the model, in the run identity: shards predicted from images decoded another
+# way (before as_dumped: RGBA composed onto white, .jpg image_paths not re-encoded) are another run's.
+IMAGE_PIPELINE = "as_vlmevalkit_dumps"
+
 # VLMEvalKit's decode_base64_to_image converts these modes to RGB: the alpha channel is dropped, not
 # composed onto white as qwen_vl_utils' to_rgb would do with the image as decoded.
 TO_RGB_MODES = ("RGBA", "P", "LA", "CMYK")

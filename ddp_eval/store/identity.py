@@ -17,6 +17,7 @@ from typing import Any
 
 from ddp_eval.config import Config
 from ddp_eval.core.sample import Benchmark
+from ddp_eval.data.images import IMAGE_PIPELINE
 from ddp_eval.models.base import Pixels
 from ddp_eval.store.digests import cache_dir_of, data_files, files_digest, model_files
 from ddp_eval.tasks.base import Task
@@ -60,6 +61,7 @@ def run_identity(cfg: Config, benchmark: Benchmark, task: Task, pixels: Pixels) 
         "min_pixels": pixels.min_pixels,
         "max_pixels": pixels.max_pixels,
         "generation": generation,
+        "images": IMAGE_PIPELINE,
     }
 
 

@@ -25,6 +25,8 @@ import os
 import torch
 from torch import nn
 
+from ddp_eval.models.common.triton_launch import LAUNCH
+
 log = logging.getLogger(__name__)
 
 EXPECTED = "return input * torch.sigmoid(1.702 * input)"  # the body this kernel reproduces
@@ -68,11 +70,12 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     A torch op, so that compiled vision blocks call it as one opaque kernel."""
     import triton
 
-    if not _KERNEL:
-        _KERNEL.append(_kernel())
     out = torch.empty_like(x)
     n = x.numel()
-    _KERNEL[0][(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK=BLOCK, INTERPRET=_interpreted(), enable_fp_fusion=False)
+    with LAUNCH:
+        if not _KERNEL:
+            _KERNEL.append(_kernel())
+        _KERNEL[0][(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK=BLOCK, INTERPRET=_interpreted(), enable_fp_fusion=False)
     return out
 
 

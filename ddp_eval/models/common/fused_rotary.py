@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ddp_eval.models.common.triton_launch import LAUNCH
+
 log = logging.getLogger(__name__)
 
 # The body this kernel reproduces; a transformers release that changes it keeps its own function.
@@ -70,14 +72,15 @@ _KERNEL: list = []
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     import triton
 
-    if not _KERNEL:
-        _KERNEL.append(_kernel())
     tokens, heads, dim = x.shape
     out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
     grid = (tokens, triton.cdiv(heads, BLOCK_HEADS))
-    _KERNEL[0][grid](x, cos, sin, out, heads, x.stride(0), x.stride(1), cos.stride(0), sin.stride(0),
-                     out.stride(0), out.stride(1), HALF=dim // 2, BLOCK_H=BLOCK_HEADS,
-                     BLOCK_D=triton.next_power_of_2(dim // 2), enable_fp_fusion=False)
+    with LAUNCH:
+        if not _KERNEL:
+            _KERNEL.append(_kernel())
+        _KERNEL[0][grid](x, cos, sin, out, heads, x.stride(0), x.stride(1), cos.stride(0), sin.stride(0),
+                         out.stride(0), out.stride(1), HALF=dim // 2, BLOCK_H=BLOCK_HEADS,
+                         BLOCK_D=triton.next_power_of_2(dim // 2), enable_fp_fusion=False)
     return out
 
 
