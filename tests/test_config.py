@@ -108,3 +108,10 @@ def test_decode_graphs_without_prefix_reuse_is_refused_naming_both_keys(tmp_path
 def test_a_suite_may_say_data_path_null():
     cfg = load_config(None, ["model.path=m", "data.path=null", "data.benchmarks=[a, b]"])
     assert cfg.data.path == "" and cfg.data.benchmarks == ["a", "b"]
+
+
+def test_a_key_given_twice_in_the_config_file_is_named_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("model:\n  path: a\n  dtype: float32\n  path: b\ndata:\n  path: x\n")
+    with pytest.raises(DdpEvalError, match=r"key 'path' is given twice\s+in .*line 4"):
+        load_config(path, [])

@@ -102,6 +102,15 @@ def test_score_reads_csv_with_commas_as_vlmevalkit_loads_it_and_refuses_a_shard(
     assert done.returncode == 2 and "a JSON file, not a table (a run's shard?)" in done.stderr
 
 
+def test_a_table_of_empty_replies_is_scored_with_a_warning(tmp_path, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ddp_eval"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="ddp_eval"):
+        metrics = finish(MCQ, table(["", " ", "", ""]), tmp_path / "run")
+    assert metrics["accuracy"]["overall"] == 0.0 and "every reply is empty (4 rows)" in caplog.text
+
+
 def test_test_split_without_answers_skips_scoring_and_writes_submission(tmp_path):
     metrics = finish(MCQ, table(["A", "B"], answers=(None, None)), tmp_path)
     assert metrics is None

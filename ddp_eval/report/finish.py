@@ -77,6 +77,10 @@ def finish(task: Task, table: pd.DataFrame, out_dir: Path, score: bool = True, m
         path = write_submission(table, out_dir)
         log.warning("the benchmark has no answers (a test split): scoring skipped; submit %s", path)
         return None
+    replies = table["prediction"]
+    if len(replies) and replies.map(lambda p: not isinstance(p, str) or not p.strip()).all():
+        log.warning("every reply is empty (%d rows): the scores below are those of no answer; check the model and "
+                    "generation settings (generation.max_new_tokens, the chat template)", len(replies))
     table, metrics = score_as_read_back(task, table, benchmark)
     metrics["failed"] = failures[0] if failures else 0
     if parity is not None:
