@@ -91,7 +91,7 @@ class ParityCheck:
         """Predict with `backend` (`plain`: each part's plain preprocessor, to prepare a row again; `names`:
         each part's benchmark); with a `device`, in a thread of its own from now on, else after the batches."""
         self.backend, self.plain, self.names, self.stop = backend, plain, names, stop
-        self.threaded = device is not None
+        self.threaded = device is not None and bool(self.order)  # a rank with no parity rows needs no thread
         if self.threaded:
             self._interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL_S))
