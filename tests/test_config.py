@@ -115,3 +115,9 @@ def test_a_key_given_twice_in_the_config_file_is_named_with_its_line(tmp_path):
     path.write_text("model:\n  path: a\n  dtype: float32\n  path: b\ndata:\n  path: x\n")
     with pytest.raises(DdpEvalError, match=r"key 'path' is given twice\s+in .*line 4"):
         load_config(path, [])
+    import yaml
+
+    from ddp_eval.config import _UniqueKeyLoader
+
+    merged = "base: &b\n  path: a\n  dtype: float32\nmodel:\n  <<: *b\n  path: m\n"  # an override, no repeat
+    assert yaml.load(merged, Loader=_UniqueKeyLoader) == yaml.safe_load(merged)
