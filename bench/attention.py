@@ -2,21 +2,26 @@
 
 One layer's attention for a batch of images at VLMEvalKit's pixel setting: 16 heads, head_dim 80, each
 image its own sequence of ~5,100 patches. Times torch's packed `varlen_attn`, FlashAttention-4's packed
-kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), transformers'
-per-image sdpa loop (cuDNN / flash per image) and `model.vision_attention=cudnn`'s op, and checks every
-output against the first.
+kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), this package's
+Triton kernel (`model.vision_attention=triton`; `--sweep` times it in every tile configuration),
+transformers' per-image sdpa loop (cuDNN / flash per image) and `model.vision_attention=cudnn`'s op, and
+checks every output against the first and against a float32 computation.
 
-    python bench/attention.py --images 16 --json attention.json
+    python bench/attention.py --images 16 --sweep --json attention.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SIZES = [(384, 384), (512, 512), (640, 480), (800, 600), (448, 336), (300, 200), (1024, 768), (560, 420)]
 
@@ -66,7 +71,10 @@ def fresh_shapes(images: int, reps: int, heads: int, dim: int, device, scale: fl
 
     rng = random.Random(0)
     shapes = [[4 * rng.randint(1250, 1400) for _ in range(images)] for _ in range(reps)]
+    from ddp_eval.models.common.triton_attention import triton_varlen
+
     kernels = {"varlen_attn_torch": lambda q, cu, n: varlen_attn(q, q, q, cu, cu, n, n, scale=scale),
+               "triton_varlen": lambda q, cu, n: triton_varlen(q, q, q, cu, cu, n, n, scale),
                "cudnn_segments": lambda q, cu, n: cudnn_segments(q, q, q, cu, cu, n, n, scale),
                "cudnn_ragged": lambda q, cu, n: cudnn_ragged(q, q, q, cu, n, scale),
                "cudnn_ragged_bucket1024": lambda q, cu, n: cudnn_ragged(q, q, q, cu, n, scale, 1024)}
@@ -111,7 +119,12 @@ def layer_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--json")
+    parser.add_argument("--sweep", action="store_true", help="time the Triton kernel in every tile configuration")
     return parser.parse_args()
+
+
+SWEEP = [(m, n, w, s, tma, False, least) for least in (0, 16) for tma in (False, True)
+         for m, n, w in ((64, 64, 4), (128, 64, 4), (128, 128, 8)) for s in (2, 3)]
 
 
 def main() -> None:
@@ -142,16 +155,46 @@ def main() -> None:
         return call
 
     reference = packed()
+    bounds = cu.tolist()
+    exact = torch.cat([F.scaled_dot_product_attention(  # float32 image by image: what both kernels round
+        *(t[a:b].float().transpose(0, 1)[None] for t in (q, k, v)), scale=scale)[0].transpose(0, 1)
+        for a, b in zip(bounds[:-1], bounds[1:])])
 
     def record(name, fn, first_call_s=None):
-        error = (fn().float() - reference.float()).abs().max().item()
+        out = fn().float()
+        error, off = (out - reference.float()).abs().max().item(), (out - exact).abs()
         seconds = timed(fn, args.reps)
         results[name] = {"ms": seconds * 1e3, "tflops": flop / seconds / 1e12, "max_abs_diff": error,
+                         "float32_max_abs_diff": off.max().item(), "float32_mean_abs_diff": off.mean().item(),
                          "first_call_s": first_call_s}
-        print(f"{name}: {seconds * 1e3:.2f} ms, {flop / seconds / 1e12:.0f} TFLOP/s, max |diff| {error:.4f}"
+        print(f"{name}: {seconds * 1e3:.2f} ms, {flop / seconds / 1e12:.0f} TFLOP/s, max |diff| {error:.4f}, "
+              f"from float32: max {off.max().item():.4f} mean {off.mean().item():.2e}"
               + (f", first call {first_call_s:.1f} s" if first_call_s is not None else ""), flush=True)
 
     record("varlen_attn_torch", packed)
+    from ddp_eval.models.common.triton_attention import attend, triton_varlen
+
+    start = time.perf_counter()
+    triton_varlen(q, k, v, cu, cu, longest, longest, scale)
+    torch.cuda.synchronize()
+    record("triton_varlen", lambda: triton_varlen(q, k, v, cu, cu, longest, longest, scale),
+           time.perf_counter() - start)
+    # as the tower passes them: q and k contiguous (rotated), v a view of the qkv projection's output
+    qkv = torch.randn(sum(counts), 3, heads, dim, device=device, dtype=torch.bfloat16, generator=gen)
+    v_view = qkv[:, 2]
+    results["triton_v_view_ms"] = timed(lambda: triton_varlen(q, k, v_view, cu, cu, longest, longest, scale),
+                                        args.reps) * 1e3
+    results["varlen_v_view_ms"] = timed(lambda: varlen_attn(q, k, v_view, cu, cu, longest, longest, scale=scale),
+                                        args.reps) * 1e3
+    print(f"v a strided view: triton {results['triton_v_view_ms']:.2f} ms, varlen_attn "
+          f"{results['varlen_v_view_ms']:.2f} ms", flush=True)
+    for config in SWEEP if args.sweep else []:
+        name = "triton_" + "_".join(map(str, config))  # BLOCK_M, BLOCK_N, warps, stages, TMA, K transposed, least
+        try:
+            record(name, lambda c=config: attend(q, k, v, cu, longest, scale, c))
+        except Exception as err:  # report and go on: this is a measurement, not the runner
+            results[name] = {"error": repr(err)[:300]}
+            print(f"{name}: failed: {repr(err)[:300]}", flush=True)
     for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         record(f"per_image_{backend.name.lower()}", per_image(backend))
     from ddp_eval.models.common.vision_attention import cudnn_segments, fa4_call

@@ -25,7 +25,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "tsv", "hf_dataset", "mmbench_tsv")  # mmbench_tsv: the older name of tsv
 GENERATION_MODES = ("generate", "choice_logits")
 MAX_TIMEOUT_S = 30 * 24 * 3600  # longer waits overflow the process group's timer
-VISION_ATTENTION = ("auto", "sdpa", "varlen", "cudnn", "fa4")
+VISION_ATTENTION = ("auto", "sdpa", "varlen", "cudnn", "fa4", "triton")
 
 
 @dataclass
@@ -41,7 +41,9 @@ class ModelConfig:
     # cudnn: the packed call runs cuDNN's attention image by image (CUDA; windowed towers with many
     # segments, as Qwen2.5-VL's, keep varlen there): pays only where images come in a few sizes, since
     # cuDNN builds a plan (~0.3 s) for every new sequence length;
-    # fa4: packed like varlen, with FlashAttention-4's kernels (the flash-attn-4 package; Hopper, Blackwell).
+    # fa4: packed like varlen, with FlashAttention-4's kernels (the flash-attn-4 package; Hopper, Blackwell);
+    # triton: packed like varlen, with this package's Triton kernel (CUDA, bf16/fp16; windowed layers keep
+    # varlen_attn).
     vision_attention: str = "auto"
     # torch.compile the vision tower's blocks (GPU): faster prefill after a warm-up compile.
     compile_vision: bool = False

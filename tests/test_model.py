@@ -380,7 +380,7 @@ def test_a_model_that_fails_to_load_stops_the_started_loader_workers(make_config
     assert left == []
 
 
-@pytest.mark.parametrize("kernel", ["fa4", "cudnn"])
+@pytest.mark.parametrize("kernel", ["fa4", "cudnn", "triton"])
 def test_a_cuda_only_vision_attention_on_cpu_is_refused_with_the_key_to_change(tiny_model, kernel):
     cfg = ModelConfig(path=str(tiny_model), dtype="float32", vision_attention=kernel)
     with pytest.raises(DdpEvalError, match=f"model.vision_attention={kernel} runs CUDA kernels.*cpu"):
@@ -413,6 +413,64 @@ def test_fa4_op_tells_compiled_code_its_output_shape():
         cu = torch.tensor([0, 3, 10], dtype=torch.int32)
         out = torch.ops.ddp_eval.fa4_varlen(q, k, v, cu, cu, 7, 9, 0.5)
     assert out.shape == (10, 4, 6) and out.dtype == torch.bfloat16
+
+
+def test_the_triton_attention_splits_a_head_dim_into_powers_of_two_or_refuses_it():
+    from ddp_eval.models.common.triton_attention import split_head_dim
+
+    assert [split_head_dim(d) for d in (80, 64, 96, 128, 48)] == [(64, 16), (64, 0), (64, 32), (128, 0), (32, 16)]
+    assert [split_head_dim(d) for d in (72, 112, 8, 24)] == [(64, 16), (64, 64), (16, 0), (16, 16)]  # padded
+    assert split_head_dim(80, least=32) == (64, 32) and split_head_dim(257) is None
+
+
+def test_the_triton_attention_equals_float32_attention_within_each_sequence_in_tritons_interpreter():
+    """Sequences shorter than a tile, of exactly one, and of several with a remainder; head dims split in
+    two tiles (80 = 64 + 16 with the V tiles overlapping, or 64 + 32 with the last 16 columns zero), in one
+    padded tile (80 in 128; 8 in 16) or not (64); pointer loads, K transposed, and TMA descriptors; v a
+    strided view of a qkv tensor, as the tower passes it. Triton's CPU interpreter, float16 (its bfloat16
+    is truncated; bench/attention.py checks the GPU)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    script = """
+import torch
+import torch.nn.functional as F
+from ddp_eval.models.common.triton_attention import attend
+torch.manual_seed(0)
+for dim in (80, 64, 72, 8):
+    counts = [37, 32, 70, 1]
+    qkv = (torch.randn(sum(counts), 3, 3, dim) * 2).half()
+    q, k, v = qkv[:, 0].contiguous(), qkv[:, 1].contiguous(), qkv[:, 2]
+    cu = torch.tensor([0, *counts]).cumsum(0).to(torch.int32)
+    for config in ((32, 16, 4, 1, False, False, 16), (32, 16, 4, 1, False, True, 32), (32, 16, 4, 1, True, False, 16),
+                   (32, 16, 4, 1, True, False, 32), (32, 32, 4, 1, False, False, 0)):
+        got = attend(q, k, v, cu, max(counts), 0.3, config=config)
+        b = cu.tolist()
+        want = torch.cat([F.scaled_dot_product_attention(*(t[x:y].float().transpose(0, 1) for t in (q, k, v)),
+                                                         scale=0.3).transpose(0, 1) for x, y in zip(b[:-1], b[1:])])
+        assert got.dtype == torch.float16 and got.shape == want.shape, (got.dtype, got.shape)
+        err = (got.float() - want).abs().max().item()
+        assert err < 4e-3, (dim, config, err)  # float16 rounding of p and of the output; a wrong mask or tile is O(1)
+print("equal")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_triton_attention_leaves_windows_and_cross_attention_to_varlen_attn(monkeypatch):
+    from ddp_eval.models.common import triton_attention, vision_attention
+
+    calls = []
+    monkeypatch.setattr(vision_attention, "varlen_call", lambda: (lambda *a: calls.append(a[5:]) or a[0].clone(), True))
+    monkeypatch.setattr(triton_attention, "attend", lambda *a: pytest.fail("the Triton kernel was called"))
+    q = torch.zeros(300, 2, 80, dtype=torch.float16)
+    cu, other = torch.tensor([0, 64, 300], dtype=torch.int32), torch.tensor([0, 64, 300], dtype=torch.int32)
+    triton_attention.triton_varlen(q, q, q, cu, cu, 64, 64, None)  # short sequences: windowed layers
+    triton_attention.triton_varlen(q, q, q, cu, other, 236, 236, None)  # separate boundaries
+    assert calls == [(64, 64, None), (236, 236, None)]
 
 
 def test_kv_head_attention_equals_sdpa_with_copied_heads():

@@ -51,7 +51,7 @@ class Speed:
     reuse_vision: bool = False
     reuse_prefix: bool = False
     decode_graphs: bool = False
-    vision_attention: str = "sdpa"  # auto / sdpa / varlen / cudnn / fa4; the kernel is picked on the device at load
+    vision_attention: str = "sdpa"  # auto / sdpa / varlen / cudnn / fa4 / triton; the kernel is picked at load
     kv_head_attention: bool = False
     fused_rotary: bool = False
     fused_activation: bool = False

@@ -180,6 +180,22 @@ def fa4_call(device: torch.device) -> Callable:
     return fa4_varlen
 
 
+def triton_call(visual: nn.Module) -> Callable:
+    """This package's Triton kernel (triton_attention.py) as f(q, k, v, cu_q, cu_k, max_q, max_k, scale);
+    a clear error where it cannot serve this tower."""
+    from ddp_eval.models.common.triton_attention import split_head_dim, triton_varlen
+
+    head_dim = visual.blocks[0].attn.head_dim
+    if split_head_dim(head_dim) is None:
+        raise DdpEvalError(f"model.vision_attention=triton: the vision tower's head dim {head_dim} is over 256; "
+                           "use model.vision_attention=varlen")
+    if importlib.util.find_spec("triton") is None:
+        raise DdpEvalError("model.vision_attention=triton: the triton package is not installed; "
+                           "use model.vision_attention=varlen")
+    _checked_varlen(visual, "triton")  # windowed layers (short sequences) keep varlen_attn
+    return triton_varlen
+
+
 def packed_kernel_available(visual: nn.Module) -> bool:
     """True where PyTorch's varlen kernel serves this vision tower: CUDA, bf16/fp16, torch >= 2.9."""
     try:
@@ -197,12 +213,15 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
 
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
     attention = packed_attention
-    if kernel in ("fa4", "cudnn") and device.type != "cuda":
+    if kernel in ("fa4", "cudnn", "triton") and device.type != "cuda":
         raise DdpEvalError(f"model.vision_attention={kernel} runs CUDA kernels; this replica is on {device}. "
                            "Use model.vision_attention=varlen or sdpa")
     if device.type == "cuda" and kernel == "fa4":
         _check_dtype(dtype, kernel)
         attention = functools.partial(packed_attention, varlen=fa4_call(device))
+    elif kernel == "triton":
+        _check_dtype(dtype, kernel)
+        attention = functools.partial(packed_attention, varlen=triton_call(visual))
     elif device.type == "cuda":
         call = _checked_varlen(visual, kernel)  # cudnn falls back to it for many short sequences
         if kernel == "cudnn":
@@ -216,7 +235,7 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
     visual.config._attn_implementation = NAME
     log.info("vision attention: one packed call per layer (%s)", "per image on CPU" if device.type != "cuda"
              else "FlashAttention-4" if kernel == "fa4" else "cuDNN, image by image" if kernel == "cudnn"
-             else "varlen_attn")
+             else "Triton" if kernel == "triton" else "varlen_attn")
 
 
 def _checked_varlen(visual: nn.Module, kernel: str) -> Callable:

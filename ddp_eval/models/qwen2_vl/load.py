@@ -39,7 +39,7 @@ def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
     model = load_pretrained(cfg, device)
     if speed.vision_attention != "sdpa":
         visual = find_vision_tower(model, "model.vision_attention=sdpa")
-        if speed.vision_attention in ("varlen", "cudnn", "fa4"):
+        if speed.vision_attention in ("varlen", "cudnn", "fa4", "triton"):
             use_packed_vision_attention(visual, speed.vision_attention)
         elif packed_kernel_available(visual):  # auto
             use_packed_vision_attention(visual)
