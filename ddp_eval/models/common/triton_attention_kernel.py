@@ -70,6 +70,30 @@ def step(acc1, acc2, m_i, l_i, q1, q2, k_at, v_at, n0, length, scale_log2, strid
 
 
 @triton.jit
+def fresh(BLOCK_M: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, OVERLAP: tl.constexpr):
+    """The accumulators of both column tiles, the running maximum and the running sum, before any key."""
+    acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_M, D1 if OVERLAP else (D2 if D2 > 0 else 16)], dtype=tl.float32)
+    return acc1, acc2, tl.full([BLOCK_M], float("-inf"), dtype=tl.float32), tl.zeros([BLOCK_M], dtype=tl.float32)
+
+
+@triton.jit
+def finish(o_at, rows, stride_ot, row_ok, acc1, acc2, l_i, d1, d2, dv2, DIM: tl.constexpr, D1: tl.constexpr,
+           D2: tl.constexpr, OVERLAP: tl.constexpr):
+    """Divide by the softmax sums and store the head's columns of the rows in the sequence."""
+    kind = o_at.dtype.element_ty
+    tl.store(o_at + rows[:, None] * stride_ot + d1[None, :], (acc1 / l_i[:, None]).to(kind),
+             mask=row_ok[:, None] & (d1 < DIM)[None, :])
+    if D2 > 0:
+        if OVERLAP:  # the columns the first tile did not cover
+            tl.store(o_at + rows[:, None] * stride_ot + dv2[None, :], (acc2 / l_i[:, None]).to(kind),
+                     mask=row_ok[:, None] & (dv2 >= D1)[None, :])
+        else:
+            tl.store(o_at + rows[:, None] * stride_ot + d2[None, :], (acc2 / l_i[:, None]).to(kind),
+                     mask=row_ok[:, None] & (d2 < DIM)[None, :])
+
+
+@triton.jit
 def attention(Q, K, V, Out, CU, scale_log2, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
               stride_ot, stride_oh, DIM: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr, KT: tl.constexpr, OVERLAP: tl.constexpr):
@@ -90,13 +114,9 @@ def attention(Q, K, V, Out, CU, scale_log2, stride_qt, stride_qh, stride_kt, str
         o_at = Out + first * stride_ot + head * stride_oh
         q1 = tile(q_at, rows, stride_qt, d1, row_ok, DIM, True, D1 > DIM, False)
         q2 = q1
-        acc2 = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
         if D2 > 0:
             q2 = tile(q_at, rows, stride_qt, d2, row_ok, DIM, True, D1 + D2 > DIM, False)
-            acc2 = tl.zeros([BLOCK_M, D1 if OVERLAP else D2], dtype=tl.float32)
-        acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc1, acc2, m_i, l_i = fresh(BLOCK_M, D1, D2, OVERLAP)
         whole = (length // BLOCK_N) * BLOCK_N
         for n0 in range(0, whole, BLOCK_N):
             acc1, acc2, m_i, l_i = step(acc1, acc2, m_i, l_i, q1, q2, k_at, v_at, n0, length, scale_log2, stride_kt,
@@ -104,16 +124,7 @@ def attention(Q, K, V, Out, CU, scale_log2, stride_qt, stride_qh, stride_kt, str
         if whole < length:
             acc1, acc2, m_i, l_i = step(acc1, acc2, m_i, l_i, q1, q2, k_at, v_at, whole, length, scale_log2,
                                         stride_kt, stride_vt, cols, d1, d2, dv2, DIM, D1, D2, True, KT, OVERLAP)
-        kind = Out.dtype.element_ty
-        tl.store(o_at + rows[:, None] * stride_ot + d1[None, :], (acc1 / l_i[:, None]).to(kind),
-                 mask=row_ok[:, None] & (d1 < DIM)[None, :])
-        if D2 > 0:
-            if OVERLAP:  # the columns the first tile did not cover
-                tl.store(o_at + rows[:, None] * stride_ot + dv2[None, :], (acc2 / l_i[:, None]).to(kind),
-                         mask=row_ok[:, None] & (dv2 >= D1)[None, :])
-            else:
-                tl.store(o_at + rows[:, None] * stride_ot + d2[None, :], (acc2 / l_i[:, None]).to(kind),
-                         mask=row_ok[:, None] & (d2 < DIM)[None, :])
+        finish(o_at, rows, stride_ot, row_ok, acc1, acc2, l_i, d1, d2, dv2, DIM, D1, D2, OVERLAP)
 
 
 @triton.jit
@@ -155,16 +166,12 @@ def attention_tma(q1_desc, q2_desc, k1_desc, k2_desc, v1_desc, v2_desc, Out, CU,
         cols = tl.arange(0, BLOCK_N)
         q1 = q1_desc.load([start + block * BLOCK_M, col1])
         q2 = q1
-        acc2 = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
         d2 = D1 + tl.arange(0, D2 if D2 > 0 else 16)
         if D2 > 0:
             q2 = q2_desc.load([start + block * BLOCK_M, col2])
             if D1 + D2 > HEAD_DIM:  # the tile reaches into the next head's columns: they must add nothing
                 q2 = tl.where((d2 < HEAD_DIM)[None, :], q2, 0.0)
-            acc2 = tl.zeros([BLOCK_M, D1 if OVERLAP else D2], dtype=tl.float32)
-        acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc1, acc2, m_i, l_i = fresh(BLOCK_M, D1, D2, OVERLAP)
         whole = (length // BLOCK_N) * BLOCK_N
         for n0 in range(0, whole, BLOCK_N):
             acc1, acc2, m_i, l_i = step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, start,
@@ -172,15 +179,6 @@ def attention_tma(q1_desc, q2_desc, k1_desc, k2_desc, v1_desc, v2_desc, Out, CU,
         if whole < length:
             acc1, acc2, m_i, l_i = step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, start,
                                             col1, col2, colv2, whole, length, scale_log2, cols, D2, True)
-        kind = Out.dtype.element_ty
-        row_ok = rows < length
         o_at = Out + start.to(tl.int64) * stride_ot + head * stride_oh
-        d1 = tl.arange(0, D1)
-        tl.store(o_at + rows[:, None] * stride_ot + d1[None, :], (acc1 / l_i[:, None]).to(kind), mask=row_ok[:, None])
-        if D2 > 0:
-            if OVERLAP:  # the columns the first tile did not cover
-                tl.store(o_at + rows[:, None] * stride_ot + dv2[None, :], (acc2 / l_i[:, None]).to(kind),
-                         mask=row_ok[:, None] & (dv2 >= D1)[None, :])
-            else:
-                tl.store(o_at + rows[:, None] * stride_ot + d2[None, :], (acc2 / l_i[:, None]).to(kind),
-                         mask=row_ok[:, None] & (d2 < HEAD_DIM)[None, :])
+        finish(o_at, rows, stride_ot, rows < length, acc1, acc2, l_i, tl.arange(0, D1), d2, dv2, HEAD_DIM, D1, D2,
+               OVERLAP)
