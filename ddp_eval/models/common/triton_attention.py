@@ -72,7 +72,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, 
     with LAUNCH:
         from ddp_eval.models.common import triton_attention_kernel as kernels
 
-        if tma and parts[0] <= dim:  # (a first tile wider than the head would read the next head's columns)
+        # TMA needs 16-byte aligned bases and row strides; a first tile wider than the head would read the
+        # next head's columns. Elsewhere the pointer loads serve.
+        if tma and parts[0] <= dim and all(t.data_ptr() % 16 == 0 and t.stride(0) * t.element_size() % 16 == 0
+                                           for t in (q, k, v)):
             v_parts = (parts[0], parts[0]) if overlap else parts
             descriptors = [d for t, rows, widths in ((q, block_m, parts), (k, block_n, parts), (v, block_n, v_parts))
                            for d in _descriptors(t, rows, widths)]
