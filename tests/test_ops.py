@@ -30,12 +30,14 @@ def test_doctor_reports_versions_device_map_model_and_data(config_file):
     assert "qwen2_vl config and processor load" in out
     assert "attention implementations: eager, sdpa" in out
     assert "vision attention fa4 (FlashAttention-4): not usable here: no CUDA GPU" in out
+    assert "vision attention triton (this package's kernel, opt-in): not usable here: no CUDA GPU" in out
 
 
-def test_doctor_fails_a_config_asking_for_fa4_where_it_cannot_run(config_file):
-    done = cli("doctor", "--config", config_file, "--set", "model.vision_attention=fa4")
+@pytest.mark.parametrize("kernel", ["fa4", "triton"])
+def test_doctor_fails_a_config_asking_for_a_gpu_kernel_where_it_cannot_run(config_file, kernel):
+    done = cli("doctor", "--config", config_file, "--set", f"model.vision_attention={kernel}")
     assert done.returncode == 2
-    assert "[FAIL] model.vision_attention=fa4: no CUDA GPU" in done.stdout
+    assert f"[FAIL] model.vision_attention={kernel}: no CUDA GPU" in done.stdout
 
 
 def test_doctor_fails_on_device_map_and_torchrun_env_is_mapped(config_file, tmp_path):

@@ -11,7 +11,7 @@ import yaml
 
 from ddp_eval.distributed.group import read_env
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.models.common.vision_attention import fa4_problem
+from ddp_eval.models.common.vision_attention import fa4_problem, triton_problem
 from ddp_eval.store.manifest import git_commit, versions
 
 
@@ -59,6 +59,9 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
     fa4 = fa4_problem()
     lines.append(_line("ok", "vision attention fa4 (FlashAttention-4): " + (
         "available" if fa4 is None else f"not usable here: {fa4}")))
+    kernel = triton_problem()
+    lines.append(_line("ok", "vision attention triton (this package's kernel, opt-in): " + (
+        "available" if kernel is None else f"not usable here: {kernel}")))
     if config is not None:
         more_lines, more_errors = _check_config(config, overrides)
         lines += more_lines
@@ -108,6 +111,9 @@ def _check_config(config: Path, overrides: list[str]) -> tuple[list[str], int]:
         errors += 1
         lines.append(_line("FAIL", f"model.vision_attention=fa4: {problem}; install flash-attn-4 on a Hopper or "
                                    "Blackwell machine, or use model.vision_attention=varlen"))
+    if cfg.model.vision_attention == "triton" and (problem := triton_problem()) is not None:
+        errors += 1
+        lines.append(_line("FAIL", f"model.vision_attention=triton: {problem}; use model.vision_attention=varlen"))
     try:
         from transformers import AutoConfig
 

@@ -180,6 +180,13 @@ def fa4_call(device: torch.device) -> Callable:
     return fa4_varlen
 
 
+def triton_problem() -> str | None:
+    """Why model.vision_attention=triton cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return None if importlib.util.find_spec("triton") is not None else "the triton package is not installed"
+
+
 def triton_call(visual: nn.Module) -> Callable:
     """This package's Triton kernel (triton_attention.py) as f(q, k, v, cu_q, cu_k, max_q, max_k, scale);
     a clear error where it cannot serve this tower."""
@@ -189,9 +196,8 @@ def triton_call(visual: nn.Module) -> Callable:
     if split_head_dim(head_dim) is None:
         raise DdpEvalError(f"model.vision_attention=triton: the vision tower's head dim {head_dim} is over 256; "
                            "use model.vision_attention=varlen")
-    if importlib.util.find_spec("triton") is None:
-        raise DdpEvalError("model.vision_attention=triton: the triton package is not installed; "
-                           "use model.vision_attention=varlen")
+    if (problem := triton_problem()) is not None:
+        raise DdpEvalError(f"model.vision_attention=triton: {problem}; use model.vision_attention=varlen")
     _checked_varlen(visual, "triton")  # windowed layers (short sequences) keep varlen_attn
     return triton_varlen
 
