@@ -3,7 +3,7 @@
 One layer's attention for a batch of images at VLMEvalKit's pixel setting: 16 heads, head_dim 80, each
 image its own sequence of ~5,100 patches. Times torch's packed `varlen_attn`, FlashAttention-4's packed
 kernel as `model.vision_attention=fa4` calls it (where `flash-attn-4` is installed), this package's
-Triton kernel (`model.vision_attention=triton`; `--sweep` times it in every tile configuration),
+Triton kernel (`model.vision_attention=triton`; `--sweep` times it in every tiling, one process each),
 transformers' per-image sdpa loop (cuDNN / flash per image) and `model.vision_attention=cudnn`'s op, and
 checks every output against the first and against a float32 computation.
 
@@ -119,12 +119,33 @@ def layer_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--json")
-    parser.add_argument("--sweep", action="store_true", help="time the Triton kernel in every tile configuration")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time the Triton kernel in every tiling of SWEEP, each in a process of its own")
+    parser.add_argument("--one", help="only varlen_attn and this Triton tiling, e.g. 128,128,8,3,0,0,0 "
+                                      "(--sweep's child)")
     return parser.parse_args()
 
 
-SWEEP = [(m, n, w, s, tma, False, least) for least in (0, 16) for tma in (False, True)
+SWEEP = [(m, n, w, s, tma, 0, least) for least in (0, 16) for tma in (0, 1)
          for m, n, w in ((64, 64, 4), (128, 64, 4), (128, 128, 8)) for s in (2, 3)]
+
+
+def sweep(args: argparse.Namespace, results: dict) -> None:
+    """Each tiling in a child process: a kernel that faults (an illegal address poisons the CUDA context)
+    loses its own figure only."""
+    import subprocess
+
+    for config in SWEEP:
+        name = "triton_" + "_".join(map(str, config))  # BLOCK_M, BLOCK_N, warps, stages, TMA, K transposed, least
+        done = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--reps", str(args.reps),
+                               "--one", ",".join(map(str, config))], capture_output=True, text=True, timeout=600)
+        found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if found:
+            results.update(json.loads(found[-1][len("RESULT "):]))
+            print(next(line for line in done.stdout.splitlines() if line.startswith(name)), flush=True)
+        else:
+            results[name] = {"error": f"exit {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1][:300]}"}
+            print(f"{name}: failed: {results[name]['error']}", flush=True)
 
 
 def main() -> None:
@@ -174,6 +195,13 @@ def main() -> None:
     record("varlen_attn_torch", packed)
     from ddp_eval.models.common.triton_attention import attend, triton_varlen
 
+    if args.one:
+        config = tuple(int(x) for x in args.one.split(","))
+        name = "triton_" + "_".join(map(str, config))
+        record(name, lambda: attend(q, k, v, cu, longest, scale, config))
+        print("RESULT " + json.dumps({name: results[name]}), flush=True)
+        return
+
     start = time.perf_counter()
     triton_varlen(q, k, v, cu, cu, longest, longest, scale)
     torch.cuda.synchronize()
@@ -188,13 +216,8 @@ def main() -> None:
                                         args.reps) * 1e3
     print(f"v a strided view: triton {results['triton_v_view_ms']:.2f} ms, varlen_attn "
           f"{results['varlen_v_view_ms']:.2f} ms", flush=True)
-    for config in SWEEP if args.sweep else []:
-        name = "triton_" + "_".join(map(str, config))  # BLOCK_M, BLOCK_N, warps, stages, TMA, K transposed, least
-        try:
-            record(name, lambda c=config: attend(q, k, v, cu, longest, scale, c))
-        except Exception as err:  # report and go on: this is a measurement, not the runner
-            results[name] = {"error": repr(err)[:300]}
-            print(f"{name}: failed: {repr(err)[:300]}", flush=True)
+    if args.sweep:
+        sweep(args, results)
     for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         record(f"per_image_{backend.name.lower()}", per_image(backend))
     from ddp_eval.models.common.vision_attention import cudnn_segments, fa4_call
