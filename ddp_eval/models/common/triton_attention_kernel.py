@@ -129,23 +129,34 @@ def attention(Q, K, V, Out, CU, scale_log2, stride_qt, stride_qh, stride_kt, str
 
 @triton.jit
 def step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, row0, col1, col2, colv2, n0, length,
-             scale_log2, cols, D2: tl.constexpr, MASKED: tl.constexpr):
+             scale_log2, cols, d2, HEAD_DIM: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+             MASKED: tl.constexpr):
+    # A tile reads past the sequence's last key (the next sequence's rows) and, for the second column tile,
+    # past the head's last column (the next head's): those values are zeroed or masked, not just multiplied
+    # by zero, so that a non-finite value there cannot reach this head's output.
+    ok = n0 + cols < length
     k1 = k1_desc.load([row0 + n0, col1])
     s = tl.dot(q1, tl.trans(k1))
     if D2 > 0:
         k2 = k2_desc.load([row0 + n0, col2])
+        if D1 + D2 > HEAD_DIM:
+            k2 = tl.where((d2 < HEAD_DIM)[None, :], k2, 0.0)
         s = tl.dot(q2, tl.trans(k2), s)
     if MASKED:
-        s = tl.where((n0 + cols < length)[None, :], s, float("-inf"))
+        s = tl.where(ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
     p = tl.math.exp2(s * scale_log2 - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     v1 = v1_desc.load([row0 + n0, col1])
+    if MASKED:
+        v1 = tl.where(ok[:, None], v1, 0.0)
     p = p.to(v1.dtype)
     acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
     if D2 > 0:
         v2 = v2_desc.load([row0 + n0, colv2])
+        if MASKED:
+            v2 = tl.where(ok[:, None], v2, 0.0)
         acc2 = tl.dot(p, v2, acc2 * alpha[:, None])
     return acc1, acc2, m_new, l_i
 
@@ -175,10 +186,12 @@ def attention_tma(q1_desc, q2_desc, k1_desc, k2_desc, v1_desc, v2_desc, Out, CU,
         whole = (length // BLOCK_N) * BLOCK_N
         for n0 in range(0, whole, BLOCK_N):
             acc1, acc2, m_i, l_i = step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, start,
-                                            col1, col2, colv2, n0, length, scale_log2, cols, D2, False)
+                                            col1, col2, colv2, n0, length, scale_log2, cols, d2, HEAD_DIM, D1, D2,
+                                            False)
         if whole < length:
             acc1, acc2, m_i, l_i = step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, start,
-                                            col1, col2, colv2, whole, length, scale_log2, cols, D2, True)
+                                            col1, col2, colv2, whole, length, scale_log2, cols, d2, HEAD_DIM, D1,
+                                            D2, True)
         o_at = Out + start.to(tl.int64) * stride_ot + head * stride_oh
         finish(o_at, rows, stride_ot, rows < length, acc1, acc2, l_i, tl.arange(0, D1), d2, dv2, HEAD_DIM, D1, D2,
                OVERLAP)

@@ -5,8 +5,9 @@ does) runs sdpa once per image per layer (32 layers x ~30 images in a batch), af
 the split sizes in every layer. Its flash-attention
 branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transformers takes that
 branch for any attention implementation whose name contains "flash". This registers one backed by
-PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), or
-by cuDNN's attention image by image (`model.vision_attention=cudnn`: no extra package; faster than
+PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), by
+this package's Triton kernel (`model.vision_attention=triton`, opt-in: triton_attention.py), or by
+cuDNN's attention image by image (`model.vision_attention=cudnn`: no extra package; faster than
 varlen_attn on Hopper where images come in a few sizes, far slower where sizes vary, since cuDNN builds
 a plan for every new sequence length: bench/RESULTS.md, run 27), or by FlashAttention-4
 (`model.vision_attention=fa4`: the `flash-attn-4` package's CuTe DSL kernels for Hopper and Blackwell),
@@ -46,8 +47,9 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     if cu_seq_lens_q is not None and query.is_cuda and attention_mask is None and not is_causal:
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
         call = varlen or varlen_call()[0]
-        out = call(q, k, v, cu_seq_lens_q.to(torch.int32), cu_seq_lens_k.to(torch.int32), _length(max_length_q),
-                   _length(max_length_k), scaling)
+        cu_q = cu_seq_lens_q.to(torch.int32)  # one tensor where the caller passed one (self-attention)
+        cu_k = cu_q if cu_seq_lens_k is cu_seq_lens_q else cu_seq_lens_k.to(torch.int32)
+        out = call(q, k, v, cu_q, cu_k, _length(max_length_q), _length(max_length_k), scaling)
         return out.unsqueeze(0), None
     if cu_seq_lens_q is None:
         bounds = [0, query.shape[2]]
@@ -184,7 +186,12 @@ def triton_problem() -> str | None:
     """Why model.vision_attention=triton cannot run here, or None."""
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    return None if importlib.util.find_spec("triton") is not None else "the triton package is not installed"
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    old = sorted({torch.cuda.get_device_capability(d) for d in range(torch.cuda.device_count())})[0]
+    if old < (8, 0):  # tl.dot in bfloat16
+        return f"it needs compute capability 8.0 or newer, not {old[0]}.{old[1]}"
+    return None
 
 
 def triton_call(visual: nn.Module) -> Callable:
@@ -213,8 +220,9 @@ def packed_kernel_available(visual: nn.Module) -> bool:
 
 
 def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> None:
-    """Switch the vision tower to `packed_attention` with torch's varlen kernel ("varlen") or
-    FlashAttention-4's ("fa4"); the language model keeps its own implementation."""
+    """Switch the vision tower to `packed_attention` with torch's varlen kernel ("varlen"), cuDNN's
+    ("cudnn"), this package's Triton kernel ("triton") or FlashAttention-4's ("fa4"); the language model
+    keeps its own implementation."""
     from transformers import AttentionInterface
 
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype

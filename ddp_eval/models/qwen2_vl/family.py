@@ -28,8 +28,8 @@ class Qwen2VLFamily(ModelFamily):
         Feature("reuse_vision", "the vision tower encodes each distinct image of a batch once", TESTED),
         Feature("reuse_prefix", "the prompt start that rows of one image share is prefilled once", TESTED),
         Feature("decode_graphs", "decode steps on static buffers, replayed as CUDA graphs", TESTED),
-        Feature("vision_attention", "one packed attention call per vision layer (varlen_attn, cuDNN, FlashAttention-4)",
-                TESTED),
+        Feature("vision_attention", "one packed attention call per vision layer (varlen_attn, cuDNN, Triton, "
+                "FlashAttention-4)", TESTED),
         Feature("kv_head_attention", "short queries attend on the key/value heads without copies", TESTED),
         Feature("fused_rotary", "the vision rotary embedding in one kernel (CUDA, Triton)", TESTED),
         Feature("fused_activation", "the vision MLP's QuickGELU in one kernel (CUDA, Triton)", TESTED),
