@@ -11,10 +11,12 @@ differ from varlen_attn's by rounding only (bench/attention.py compares both, an
 
 A head dim that is not a power of two is covered by two column tiles (80 = 64 + 16, the second's V tile
 overlapping the first: see `attend`) or by one padded tile (80 in 128, the padding loaded as zeros).
-Measured on an H200 (bench/RESULTS.md, run 37), the padded tile is the fastest tiling proven right: 6.87
+Measured on an H200 (bench/RESULTS.md, run 37), the padded tile was the fastest tiling proven right: 6.87
 ms a layer against varlen_attn's 7.89 at the MMBench shapes, +1% rows/s over the 4,300 rows, so `auto`
 keeps varlen_attn. The split tiling without the overlap ran at 4.85 ms but Triton 3.6 computed its last
-16 columns wrong; the overlapping form, equal in Triton's interpreter, is not yet measured on a GPU.
+16 columns wrong; the overlapping form, equal in Triton's interpreter, is not yet measured on a GPU, and
+neither is this file's kernel since run 37 (reorganised, and its TMA tiles zero what they read past a
+sequence or a head).
 
 CUDA (or Triton's CPU interpreter, for tests) only; `packed_attention` calls it through the same
 interface as varlen_attn.
