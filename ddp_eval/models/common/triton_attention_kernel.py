@@ -36,6 +36,18 @@ def tile(at, rows, stride, dims, row_ok, DIM: tl.constexpr, MASK_ROWS: tl.conste
 
 
 @triton.jit
+def online_softmax(s, m_i, l_i, ok, scale_log2, MASKED: tl.constexpr):
+    """One key block's probabilities (keys past the sequence masked), the factor that rescales what came
+    before, and the running maximum and sum after it."""
+    if MASKED:
+        s = tl.where(ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
+    p = tl.math.exp2(s * scale_log2 - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def step(acc1, acc2, m_i, l_i, q1, q2, k_at, v_at, n0, length, scale_log2, stride_kt, stride_vt, cols, d1, d2,
          dv2, DIM: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, MASKED: tl.constexpr, KT: tl.constexpr,
          OVERLAP: tl.constexpr):
@@ -51,12 +63,7 @@ def step(acc1, acc2, m_i, l_i, q1, q2, k_at, v_at, n0, length, scale_log2, strid
         else:
             k2 = tl.trans(tile(k_at, keys, stride_kt, d2, ok, DIM, MASKED, D1 + D2 > DIM, False))
         s = tl.dot(q2, k2, s)
-    if MASKED:
-        s = tl.where(ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
-    p = tl.math.exp2(s * scale_log2 - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    p, alpha, m_new, l_i = online_softmax(s, m_i, l_i, ok, scale_log2, MASKED)
     v1 = tile(v_at, keys, stride_vt, d1, ok, DIM, MASKED, D1 > DIM, False)
     p = p.to(v1.dtype)
     acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
@@ -142,12 +149,7 @@ def step_tma(acc1, acc2, m_i, l_i, q1, q2, k1_desc, k2_desc, v1_desc, v2_desc, r
         if D1 + D2 > HEAD_DIM:
             k2 = tl.where((d2 < HEAD_DIM)[None, :], k2, 0.0)
         s = tl.dot(q2, tl.trans(k2), s)
-    if MASKED:
-        s = tl.where(ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
-    p = tl.math.exp2(s * scale_log2 - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    p, alpha, m_new, l_i = online_softmax(s, m_i, l_i, ok, scale_log2, MASKED)
     v1 = v1_desc.load([row0 + n0, col1])
     if MASKED:
         v1 = tl.where(ok[:, None], v1, 0.0)
