@@ -427,8 +427,8 @@ def test_the_triton_attention_equals_float32_attention_within_each_sequence_in_t
     """Sequences shorter than a tile, of exactly one, and of several with a remainder; head dims split in
     two tiles (80 = 64 + 16 with the V tiles overlapping, or 64 + 32 with the last 16 columns zero), in one
     padded tile (80 in 128; 8 in 16) or not (64); pointer loads, K transposed, and TMA descriptors; v a
-    strided view of a qkv tensor, as the tower passes it. Triton's CPU interpreter, float16 (its bfloat16
-    is truncated; bench/attention.py checks the GPU)."""
+    strided view of a qkv tensor, as the tower passes it; values past a sequence or a head do not leak in.
+    Triton's CPU interpreter, float16 (its bfloat16 is truncated; bench/attention.py checks the GPU)."""
     import os
     import subprocess
     import sys
@@ -453,6 +453,15 @@ for dim in (80, 64, 72, 8):
         assert got.dtype == torch.float16 and got.shape == want.shape, (got.dtype, got.shape)
         err = (got.float() - want).abs().max().item()
         assert err < 4e-3, (dim, config, err)  # float16 rounding of p and of the output; a wrong mask or tile is O(1)
+# what a tile reads past its sequence (the next one's rows) or its head (the next head's columns) adds nothing,
+# not even a NaN: sequence 1 is 19 rows (a partial key block), head 0's second tile reaches into head 1
+qkv = torch.randn(40, 3, 2, 72).half()
+q, k, v = qkv[:, 0].contiguous(), qkv[:, 1].contiguous(), qkv[:, 2].clone()
+k[:, 1, :8], v[19:] = float("inf"), float("nan")
+cu = torch.tensor([0, 19, 40], dtype=torch.int32)
+for config in ((16, 16, 4, 1, True, False, 16), (16, 16, 4, 1, False, False, 16)):
+    out = attend(q, k, v, cu, 21, 0.3, config=config)
+    assert not out[:19, 0].isnan().any(), config  # sequence 1's head 0 sees neither the NaNs nor the infs
 print("equal")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}

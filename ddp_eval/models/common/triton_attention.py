@@ -35,6 +35,7 @@ from ddp_eval.models.common.triton_launch import LAUNCH
 CONFIG = (128, 128, 8, 3, False, False, 0)
 SHORTEST = 256  # below this longest sequence (windowed attention) varlen_attn's tiles fit better
 
+
 def split_head_dim(dim: int, least: int = 16) -> tuple[int, int] | None:
     """Two column tiles covering the head dim, powers of two as tl.dot takes them: the largest power of
     two that fits, then the rest rounded up to a power of two of at least `least` (0 if nothing is left;
