@@ -482,6 +482,57 @@ def test_the_triton_attention_leaves_windows_and_cross_attention_to_varlen_attn(
     assert calls == [(64, 64, None), (236, 236, None)]
 
 
+def test_auto_runs_the_triton_attention_on_hopper_only(monkeypatch):
+    from ddp_eval.models.common import vision_attention
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(vision_attention, "triton_problem", lambda: None)
+    for capability, kernel in (((9, 0), "triton"), ((8, 0), "varlen"), ((10, 0), "varlen"), ((12, 0), "varlen")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert vision_attention.auto_kernel(cuda, 80) == kernel, capability
+    assert vision_attention.auto_kernel(cuda, 320) == "varlen"  # a head dim the kernel does not take
+    assert vision_attention.auto_kernel(torch.device("cpu"), 80) == "varlen"
+    monkeypatch.setattr(vision_attention, "triton_problem", lambda: "the triton package is not installed")
+    assert vision_attention.auto_kernel(cuda, 80) == "varlen"
+
+
+def test_auto_falls_back_to_varlen_attn_where_triton_cannot_build_its_kernel(monkeypatch, caplog):
+    from ddp_eval.models.common import triton_attention, vision_attention
+
+    class CompilationError(Exception):  # as triton.compiler.errors raises it
+        __module__ = "triton.compiler.errors"
+
+    calls, tried = [], []
+
+    def broken(*args):
+        tried.append(args[4])
+        raise CompilationError("at 12:4: out of shared memory")
+
+    monkeypatch.setattr(vision_attention, "varlen_call", lambda: (lambda *a: calls.append(a[5]) or a[0].clone(), True))
+    monkeypatch.setattr(triton_attention, "attend", broken)
+    monkeypatch.setattr(triton_attention, "FAILED", [])
+    q = torch.ones(600, 2, 80, dtype=torch.float16)
+    cu = torch.tensor([0, 300, 600], dtype=torch.int32)
+    with pytest.raises(CompilationError):  # asked for by name: the error, not another kernel
+        triton_attention.triton_varlen(q, q, q, cu, cu, 300, 300, None)
+    with caplog.at_level("WARNING", logger="ddp_eval"):
+        first = triton_attention.triton_varlen_auto(q, q, q, cu, cu, 300, 300, None)
+        second = triton_attention.triton_varlen_auto(q, q, q, cu, cu, 290, 290, None)
+    assert torch.equal(first, q) and torch.equal(second, q)
+    assert tried == [300, 300] and calls == [300, 290]  # built once more for auto, then never tried again
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "CompilationError: at 12:4: out of shared memory" in warned[0]
+    assert "varlen_attn serves the rest of the run" in warned[0]
+
+    def faulted(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(triton_attention, "attend", faulted)
+    monkeypatch.setattr(triton_attention, "FAILED", [])
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # not Triton's: nothing to fall back on
+        triton_attention.triton_varlen_auto(q, q, q, cu, cu, 300, 300, None)
+
+
 def test_kv_head_attention_equals_sdpa_with_copied_heads():
     from types import SimpleNamespace
 

@@ -30,7 +30,7 @@ def test_doctor_reports_versions_device_map_model_and_data(config_file):
     assert "qwen2_vl config and processor load" in out
     assert "attention implementations: eager, sdpa" in out
     assert "vision attention fa4 (FlashAttention-4): not usable here: no CUDA GPU" in out
-    assert "vision attention triton (this package's kernel, opt-in): not usable here: no CUDA GPU" in out
+    assert "vision attention triton (this package's kernel, auto's on Hopper): not usable here: no CUDA GPU" in out
 
 
 @pytest.mark.parametrize("kernel", ["fa4", "triton"])

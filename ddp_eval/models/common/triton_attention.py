@@ -1,4 +1,4 @@
-"""The vision tower's packed attention as one Triton kernel (`model.vision_attention=triton`, opt-in).
+"""The vision tower's packed attention as one Triton kernel (`model.vision_attention=triton`; `auto` on Hopper).
 
 torch's `varlen_attn` runs FlashAttention-2's kernels, written for Ampere: on Hopper they do not use its
 warpgroup matrix instructions, and a head dim of 80 (Qwen2-VL's and Qwen2.5-VL's vision towers) runs in
@@ -11,12 +11,11 @@ differ from varlen_attn's by rounding only (bench/attention.py compares both, an
 
 A head dim that is not a power of two is covered by two column tiles (80 = 64 + 16, the second's V tile
 overlapping the first: see `attend`) or by one padded tile (80 in 128, the padding loaded as zeros).
-Measured on an H200 (bench/RESULTS.md, run 37), the padded tile was the fastest tiling proven right: 6.87
-ms a layer against varlen_attn's 7.89 at the MMBench shapes, +1% rows/s over the 4,300 rows, so `auto`
-keeps varlen_attn. The split tiling without the overlap ran at 4.85 ms but Triton 3.6 computed its last
-16 columns wrong; the overlapping form, equal in Triton's interpreter, is not yet measured on a GPU, and
-neither is this file's kernel since run 37 (reorganised, and its TMA tiles zero what they read past a
-sequence or a head).
+Measured on an H100 (bench/RESULTS.md, run 38; MMBench shapes, one layer): the split tiling with TMA
+loads 5.70 ms, the padded tile 7.17, varlen_attn 8.33; over MMBench's 4,300 rows +15% rows/s, 4,297 of
+the 4,300 bf16 predictions the same as with varlen_attn. So `auto` runs it on Hopper (compute capability
+9.x) and falls back to varlen_attn, with a warning, where Triton cannot build it; other GPUs keep
+varlen_attn (not measured there).
 
 CUDA (or Triton's CPU interpreter, for tests) only; `packed_attention` calls it through the same
 interface as varlen_attn.
@@ -24,15 +23,19 @@ interface as varlen_attn.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from ddp_eval.models.common.triton_launch import LAUNCH
 
+log = logging.getLogger(__name__)
+
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, tensor descriptors (Hopper's TMA loads), K loaded transposed,
-# the second column tile's least width, 0 for one padded tile): the fastest right one of run 37 (H200).
-CONFIG = (128, 128, 8, 3, False, False, 0)
+# the second column tile's least width, 0 for one padded tile): the fastest of the nine tilings of run 38
+# (H100), all of them right there.
+CONFIG = (128, 64, 4, 3, True, False, 16)
 SHORTEST = 256  # below this longest sequence (windowed attention) varlen_attn's tiles fit better
 
 
@@ -101,20 +104,47 @@ def _descriptors(t: torch.Tensor, rows: int, parts: tuple[int, int]) -> list:
     return [TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, part or 16]) for part in parts]
 
 
+FAILED: list[BaseException] = []  # the Triton error after which `auto` runs varlen_attn (once a process)
+
+
 @torch.library.custom_op("ddp_eval::triton_varlen", mutates_args=())
 def triton_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
                   max_q: int, max_k: int, scale: float | None) -> torch.Tensor:
     """varlen_attn's interface (self-attention within packed sequences) on this file's kernel; where
     the queries' and keys' boundaries are separate tensors, or the sequences are short (windows), torch's
     varlen_attn. A torch op, so that compiled vision blocks call it as one opaque kernel."""
-    if cu_q.data_ptr() != cu_k.data_ptr() or max(max_q, max_k) < SHORTEST:
-        from ddp_eval.models.common.vision_attention import varlen_call
+    return _attention(q, k, v, cu_q, cu_k, max_q, max_k, scale, fallback=False)
 
+
+@torch.library.custom_op("ddp_eval::triton_varlen_auto", mutates_args=())
+def triton_varlen_auto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                       max_q: int, max_k: int, scale: float | None) -> torch.Tensor:
+    """`triton_varlen` as `model.vision_attention=auto` runs it: where Triton fails to build or launch the
+    kernel (a compiler error, too little shared memory), a warning, and varlen_attn from then on."""
+    return _attention(q, k, v, cu_q, cu_k, max_q, max_k, scale, fallback=True)
+
+
+def _attention(q, k, v, cu_q, cu_k, max_q, max_k, scale, fallback: bool) -> torch.Tensor:
+    from ddp_eval.models.common.vision_attention import varlen_call
+
+    if cu_q.data_ptr() != cu_k.data_ptr() or max(max_q, max_k) < SHORTEST or (fallback and FAILED):
         return varlen_call()[0](q, k, v, cu_q, cu_k, max_q, max_k, scale)
-    return attend(q, k, v, cu_q, max_q, scale)
+    try:
+        return attend(q, k, v, cu_q, max_q, scale)
+    except Exception as err:
+        # Triton's own errors only: a fault on the GPU surfaces as torch's error and leaves nothing to fall back on.
+        if not fallback or not type(err).__module__.startswith("triton"):
+            raise
+        FAILED.append(err)
+        log.warning("vision attention: the Triton kernel could not run here (%s: %s); varlen_attn serves the rest "
+                    "of the run (model.vision_attention=varlen skips the attempt)", type(err).__name__,
+                    str(err).splitlines()[0][:300] if str(err) else "")
+        return varlen_call()[0](q, k, v, cu_q, cu_k, max_q, max_k, scale)
 
 
-@triton_varlen.register_fake
-def _(q, k, v, cu_q, cu_k, max_q, max_k, scale):
+def _out_shape(q, k, v, cu_q, cu_k, max_q, max_k, scale):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
+
+triton_varlen.register_fake(_out_shape)
+triton_varlen_auto.register_fake(_out_shape)

@@ -6,7 +6,8 @@ the split sizes in every layer. Its flash-attention
 branch instead hands the images' boundaries (`cu_seqlens`) to one kernel; transformers takes that
 branch for any attention implementation whose name contains "flash". This registers one backed by
 PyTorch's own `varlen_attn` (the FlashAttention-2 kernels that ship with torch, no extra package), by
-this package's Triton kernel (`model.vision_attention=triton`, opt-in: triton_attention.py), or by
+this package's Triton kernel (`model.vision_attention=triton`; what `auto` runs on Hopper:
+triton_attention.py), or by
 cuDNN's attention image by image (`model.vision_attention=cudnn`: no extra package; faster than
 varlen_attn on Hopper where images come in a few sizes, far slower where sizes vary, since cuDNN builds
 a plan for every new sequence length: bench/RESULTS.md, run 27), or by FlashAttention-4
@@ -194,10 +195,10 @@ def triton_problem() -> str | None:
     return None
 
 
-def triton_call(visual: nn.Module) -> Callable:
+def triton_call(visual: nn.Module, fallback: bool = False) -> Callable:
     """This package's Triton kernel (triton_attention.py) as f(q, k, v, cu_q, cu_k, max_q, max_k, scale);
-    a clear error where it cannot serve this tower."""
-    from ddp_eval.models.common.triton_attention import split_head_dim, triton_varlen
+    a clear error where it cannot serve this tower. `fallback`: varlen_attn where Triton fails to build it."""
+    from ddp_eval.models.common.triton_attention import split_head_dim, triton_varlen, triton_varlen_auto
 
     head_dim = visual.blocks[0].attn.head_dim
     if split_head_dim(head_dim) is None:
@@ -206,7 +207,18 @@ def triton_call(visual: nn.Module) -> Callable:
     if (problem := triton_problem()) is not None:
         raise DdpEvalError(f"model.vision_attention=triton: {problem}; use model.vision_attention=varlen")
     _checked_varlen(visual, "triton")  # windowed layers (short sequences) keep varlen_attn
-    return triton_varlen
+    return triton_varlen_auto if fallback else triton_varlen
+
+
+def auto_kernel(device: torch.device, head_dim: int) -> str:
+    """The packed kernel `model.vision_attention=auto` runs on CUDA: this package's Triton kernel on Hopper
+    (compute capability 9.x, where it was measured: +15% rows/s on MMBench, bench/RESULTS.md run 38),
+    torch's varlen_attn elsewhere."""
+    from ddp_eval.models.common.triton_attention import split_head_dim
+
+    if device.type != "cuda" or triton_problem() is not None or split_head_dim(head_dim) is None:
+        return "varlen"
+    return "triton" if torch.cuda.get_device_capability(device)[0] == 9 else "varlen"
 
 
 def packed_kernel_available(visual: nn.Module) -> bool:
@@ -221,12 +233,14 @@ def packed_kernel_available(visual: nn.Module) -> bool:
 
 def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> None:
     """Switch the vision tower to `packed_attention` with torch's varlen kernel ("varlen"), cuDNN's
-    ("cudnn"), this package's Triton kernel ("triton") or FlashAttention-4's ("fa4"); the language model
-    keeps its own implementation."""
+    ("cudnn"), this package's Triton kernel ("triton"), FlashAttention-4's ("fa4") or what `auto_kernel`
+    picks ("auto"); the language model keeps its own implementation."""
     from transformers import AttentionInterface
 
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
-    attention = packed_attention
+    attention, auto = packed_attention, kernel == "auto"
+    if auto:
+        kernel = auto_kernel(device, visual.blocks[0].attn.head_dim)
     if kernel in ("fa4", "cudnn", "triton") and device.type != "cuda":
         raise DdpEvalError(f"model.vision_attention={kernel} runs CUDA kernels; this replica is on {device}. "
                            "Use model.vision_attention=varlen or sdpa")
@@ -235,7 +249,7 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
         attention = functools.partial(packed_attention, varlen=fa4_call(device))
     elif kernel == "triton":
         _check_dtype(dtype, kernel)
-        attention = functools.partial(packed_attention, varlen=triton_call(visual))
+        attention = functools.partial(packed_attention, varlen=triton_call(visual, fallback=auto))
     elif device.type == "cuda":
         call = _checked_varlen(visual, kernel)  # cudnn falls back to it for many short sequences
         if kernel == "cudnn":
@@ -249,7 +263,7 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
     visual.config._attn_implementation = NAME
     log.info("vision attention: one packed call per layer (%s)", "per image on CPU" if device.type != "cuda"
              else "FlashAttention-4" if kernel == "fa4" else "cuDNN, image by image" if kernel == "cudnn"
-             else "Triton" if kernel == "triton" else "varlen_attn")
+             else "Triton" + (", auto on Hopper" if auto else "") if kernel == "triton" else "varlen_attn")
 
 
 def _checked_varlen(visual: nn.Module, kernel: str) -> Callable:

@@ -41,8 +41,8 @@ def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
         visual = find_vision_tower(model, "model.vision_attention=sdpa")
         if speed.vision_attention in ("varlen", "cudnn", "fa4", "triton"):
             use_packed_vision_attention(visual, speed.vision_attention)
-        elif packed_kernel_available(visual):  # auto
-            use_packed_vision_attention(visual)
+        elif packed_kernel_available(visual):  # auto: Triton on Hopper, varlen_attn on other GPUs
+            use_packed_vision_attention(visual, "auto")
     on = speed.fused_rotary and device.type == "cuda"
     if (problem := use_fused_rotary(find_vision_tower(model), on)) and on:
         log.info("model.fused_rotary: not used (%s)", problem)
