@@ -118,6 +118,7 @@ def layer_args(doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--head-dim", type=int, default=80, help="80: Qwen2-VL's and Qwen2.5-VL's; 64: Qwen3-VL's")
     parser.add_argument("--json")
     parser.add_argument("--sweep", action="store_true",
                         help="time the Triton kernel in every tiling of SWEEP, each in a process of its own")
@@ -138,7 +139,8 @@ def sweep(args: argparse.Namespace, results: dict) -> None:
     for config in SWEEP:
         name = "triton_" + "_".join(map(str, config))  # BLOCK_M, BLOCK_N, warps, stages, TMA, K transposed, least
         done = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--reps", str(args.reps),
-                               "--one", ",".join(map(str, config))], capture_output=True, text=True, timeout=600)
+                               "--head-dim", str(args.head_dim), "--one", ",".join(map(str, config))],
+                              capture_output=True, text=True, timeout=600)
         found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if found:
             results.update(json.loads(found[-1][len("RESULT "):]))
@@ -154,7 +156,7 @@ def main() -> None:
     from torch.nn.attention.varlen import varlen_attn
 
     counts = patch_counts(args.images, 1280 * 28 * 28, 16384 * 28 * 28)
-    heads, dim, device = 16, 80, torch.device("cuda", 0)
+    heads, dim, device = 16, args.head_dim, torch.device("cuda", 0)
     gen = torch.Generator(device).manual_seed(0)
     q, k, v = (torch.randn(sum(counts), heads, dim, device=device, dtype=torch.bfloat16, generator=gen)
                for _ in range(3))

@@ -8,7 +8,8 @@ the copies referring to the original's image). Each pass runs, as a user does,
 
 with one more override: `generation.max_new_tokens=4`, because random weights never say EOS where a real
 checkpoint stops after its letter. Passes run one after another and say which compile caches were warm:
-`TORCHINDUCTOR_CACHE_DIR` and `FLASH_ATTENTION_CUTE_DSL_CACHE_DIR` point into --out/caches; the first pass
+`TORCHINDUCTOR_CACHE_DIR`, `FLASH_ATTENTION_CUTE_DSL_CACHE_DIR` and `TRITON_CACHE_DIR` point into
+--out/caches (Triton's since run 40: before, its kernels stayed in ~/.triton between passes); the first pass
 of a name finds them empty (cold), a pass named `NAME:warm` reuses the folder an earlier pass filled.
 
     python bench/end_to_end.py --out /tmp/e2e --questions 1075 --pass shipped --pass shipped:warm \\
@@ -58,7 +59,7 @@ def cache_env(out: Path, name: str) -> tuple[dict[str, str], bool]:
         shutil.rmtree(folder, ignore_errors=True)
     filled = folder.exists() and any(folder.rglob("*"))
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"),
-           "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR": str(folder / "fa4")}
+           "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR": str(folder / "fa4"), "TRITON_CACHE_DIR": str(folder / "triton")}
     return env, filled
 
 

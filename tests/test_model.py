@@ -462,6 +462,8 @@ cu = torch.tensor([0, 19, 40], dtype=torch.int32)
 for config in ((16, 16, 4, 1, True, False, 16), (16, 16, 4, 1, False, False, 16)):
     out = attend(q, k, v, cu, 21, 0.3, config=config)
     assert not out[:19, 0].isnan().any(), config  # sequence 1's head 0 sees neither the NaNs nor the infs
+from ddp_eval.models.common.triton_attention import build_ahead  # CONFIG's tiling, as the thread builds it
+build_ahead(torch.device("cpu"), torch.float16, 1, 80, fallback=False)
 print("equal")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
@@ -491,6 +493,7 @@ def test_auto_runs_the_triton_attention_on_hopper_only(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert vision_attention.auto_kernel(cuda, 80) == kernel, capability
     assert vision_attention.auto_kernel(cuda, 320) == "varlen"  # a head dim the kernel does not take
+    assert vision_attention.auto_kernel(cuda, 64) == "varlen"  # nor one not yet measured on a GPU
     assert vision_attention.auto_kernel(torch.device("cpu"), 80) == "varlen"
     monkeypatch.setattr(vision_attention, "triton_problem", lambda: "the triton package is not installed")
     assert vision_attention.auto_kernel(cuda, 80) == "varlen"
@@ -531,6 +534,50 @@ def test_auto_falls_back_to_varlen_attn_where_triton_cannot_build_its_kernel(mon
     monkeypatch.setattr(triton_attention, "FAILED", [])
     with pytest.raises(RuntimeError, match="illegal memory access"):  # not Triton's: nothing to fall back on
         triton_attention.triton_varlen_auto(q, q, q, cu, cu, 300, 300, None)
+
+
+def test_kernels_ahead_are_those_load_model_switches_on_at_the_towers_shapes(tiny_model, tiny_model_25, monkeypatch):
+    from ddp_eval.models.common import fused_quick_gelu, fused_rotary, triton_attention, vision_attention
+    from ddp_eval.models.registry import family_for
+
+    def shown(calls):
+        return [(c.func, c.args, c.keywords) for c in calls]
+
+    cuda, bf16 = torch.device("cuda", 1), torch.bfloat16
+    cfg = ModelConfig(path=str(tiny_model), dtype="bfloat16")  # vision tower: 2 heads of 16, MLP 64 wide
+    on = Speed(vision_attention="auto", fused_rotary=True, fused_activation=True)
+    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: "triton")
+    assert shown(FAMILY.kernels_ahead(cfg, cuda, on)) == [(fused_rotary.build_ahead, (cuda, bf16, 2, 16), {}),
+                                                          (fused_quick_gelu.build_ahead, (cuda, bf16, 64), {}),
+                                                          (triton_attention.build_ahead, (cuda, bf16, 2, 16),
+                                                           {"fallback": True})]
+    assert shown(FAMILY.kernels_ahead(cfg, cuda, Speed(vision_attention="triton"))) == [
+        (triton_attention.build_ahead, (cuda, bf16, 2, 16), {"fallback": False})]
+    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: "varlen")
+    assert [c.func for c in FAMILY.kernels_ahead(cfg, cuda, on)] == [fused_rotary.build_ahead,
+                                                                     fused_quick_gelu.build_ahead]
+    qwen25 = ModelConfig(path=str(tiny_model_25), dtype="bfloat16")  # its MLP is SiLU: no QuickGELU kernel
+    assert [c.func for c in family_for(tiny_model_25, None).kernels_ahead(qwen25, cuda, on)] == [
+        fused_rotary.build_ahead]
+    assert FAMILY.kernels_ahead(cfg, torch.device("cpu"), on) == []
+    assert FAMILY.kernels_ahead(ModelConfig(path=str(tiny_model), dtype="float32"), cuda, on) == []
+
+
+def test_kernels_compiled_ahead_run_in_a_thread_and_leave_a_failure_to_the_batch(caplog):
+    from ddp_eval.models.loading import build_ahead
+
+    ran = []
+
+    def broken():
+        raise RuntimeError("ptxas not found")
+
+    with caplog.at_level("DEBUG", logger="ddp_eval"):
+        thread = build_ahead([lambda: ran.append(threading.current_thread().name), broken, lambda: ran.append(2)],
+                             torch.device("cpu"))
+        thread.join(30)
+    assert ran == ["ddp_eval-kernels-ahead"] and thread.daemon
+    assert any("stopped on RuntimeError: ptxas not found" in r.getMessage() for r in caplog.records)
+    assert build_ahead([], torch.device("cpu")) is None
 
 
 def test_kv_head_attention_equals_sdpa_with_copied_heads():
@@ -659,6 +706,10 @@ for table in (torch.float32, torch.bfloat16):
 for spread in (3.0, 40.0):
     x = (torch.randn(37, 301) * spread).half()  # not a multiple of the block: the tail is masked
     assert torch.equal(quick_gelu(x), QuickGELUActivation()(x)), spread
+# what compiles them before the model loads runs them at a tower's shapes (models/loading.py build_ahead)
+from ddp_eval.models.common import fused_quick_gelu, fused_rotary
+fused_rotary.build_ahead(torch.device("cpu"), torch.float16, 5, 80)
+fused_quick_gelu.build_ahead(torch.device("cpu"), torch.float16, 301)
 print("equal")
 """
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}

@@ -140,6 +140,11 @@ class ModelFamily(ABC):
     def fast_path(self, model: Any, speed: Speed) -> FastPath | None:
         return None
 
+    def kernels_ahead(self, cfg: ModelConfig, device: Any, speed: Speed) -> list[Callable[[], None]]:
+        """Calls that compile the kernels `load_model` will switch on, at the checkpoint's shapes, for a
+        thread to run before the model is loaded (models/loading.py `build_ahead`); none by default."""
+        return []
+
 
 _SWITCHES = ("reuse_vision", "reuse_prefix", "decode_graphs", "vision_attention", "kv_head_attention",
              "fused_rotary", "fused_activation", "compile_vision")

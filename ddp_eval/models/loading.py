@@ -10,7 +10,8 @@ import contextlib
 import importlib
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,33 @@ def warm_up_device(device: torch.device) -> threading.Thread | None:
             importlib.import_module("torch.nn.attention.varlen")
 
     thread = threading.Thread(target=warm, name="ddp_eval-cuda-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def build_ahead(calls: list[Callable[[], None]], device: torch.device) -> threading.Thread | None:
+    """Run calls that compile a family's Triton kernels (ModelFamily.kernels_ahead) in a thread, while the
+    benchmark loads and the model is read: on a machine's first run they compile for seconds, and the first
+    batch would wait for them (bench/RESULTS.md, run 39). Launches take triton_launch.LAUNCH, so a batch
+    that comes first waits for the one compile in progress. A call that fails is left to the batch that
+    needs the kernel, which reports it (or falls back) as it would have without this."""
+    if not calls:
+        return None
+
+    def build() -> None:
+        start = time.perf_counter()
+        try:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # Triton launches on the thread's current device
+            with torch.inference_mode():
+                for call in calls:
+                    call()
+        except Exception as err:  # noqa: BLE001 (see the docstring)
+            log.debug("kernels compiled ahead: stopped on %s: %s", type(err).__name__, err)
+            return
+        log.info("vision kernels compiled ahead in %.1f s, beside the start-up", time.perf_counter() - start)
+
+    thread = threading.Thread(target=build, name="ddp_eval-kernels-ahead", daemon=True)
     thread.start()
     return thread
 

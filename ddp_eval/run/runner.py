@@ -33,16 +33,16 @@ from ddp_eval.distributed.group import DistInfo, broadcast_object, checkpoint
 from ddp_eval.distributed.progress import JobProgress
 from ddp_eval.distributed.stop import StopFlag
 from ddp_eval.errors import DdpEvalError
-from ddp_eval.models.base import Speed
+from ddp_eval.models.base import ModelFamily, Speed, resolve_speed
 from ddp_eval.models.checkpoint import context_length
 from ddp_eval.models.common.thread_state import share_with_threads
-from ddp_eval.models.loading import warm_up_device
+from ddp_eval.models.loading import build_ahead, warm_up_device
 from ddp_eval.models.registry import family_for
 from ddp_eval.report.finish import finish
 from ddp_eval.report.summary import SuiteRow, write_summary
 from ddp_eval.report.writers import OUTPUT_FILES
 from ddp_eval.run.budget import token_budget
-from ddp_eval.run.job import Job, plan_job
+from ddp_eval.run.job import Job, plan_job, transformers_version
 from ddp_eval.run.loader import BatchDataset, WorkItem, start_loading
 from ddp_eval.run.parity import ParityCheck, alongside_planned, parity_count
 from ddp_eval.run.resume import resume_state
@@ -215,9 +215,10 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     out = Path(cfg.run.output_dir)
     suite = bool(cfg.data.benchmarks)
     since = options.process_start or time.perf_counter()
-    family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
+    family = family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
     model_digest = ModelDigest(cfg) if info.is_main else None  # hashed while the benchmarks load
     warm_up = warm_up_device(info.device)
+    _kernels_ahead(cfg, family, info.device)
     if suite:
         _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
     parts = [_load_part(cfg, info, name, suite, since) for name in benchmark_names(cfg)]
@@ -261,6 +262,19 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
         raise DdpEvalError(f"{len(failed)} of {len(parts)} benchmarks failed ({', '.join(failed)}; why: the log "
                            f"above and {out / 'summary.json'}); the others' results are in {out}")
     return {p.name: p.metrics for p in parts}
+
+
+def _kernels_ahead(cfg: Config, family: ModelFamily, device) -> None:
+    """The family's Triton kernels compiled in a thread from here on, beside the benchmark's loading and the
+    model's (models/loading.py build_ahead); only on CUDA, only where the speed settings are valid (else
+    the plan names the bad key)."""
+    if device.type != "cuda":
+        return
+    try:
+        speed = resolve_speed(cfg, family, transformers_version(), device.type)
+    except DdpEvalError:
+        return
+    build_ahead(family.kernels_ahead(cfg.model, device, speed), device)
 
 
 def _lock_suite_dir(out: Path, info: DistInfo, lock: OutputDirLock | None, timeout_s: float) -> None:

@@ -84,6 +84,11 @@ def _(x):
     return torch.empty_like(x)
 
 
+def build_ahead(device: torch.device, dtype: torch.dtype, width: int) -> None:
+    """Compile the kernel for an MLP of this width on a few rows, before the first batch needs it."""
+    quick_gelu(torch.zeros(16, width, device=device, dtype=dtype))
+
+
 def takes(x: torch.Tensor) -> bool:
     return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and x.is_contiguous()
 

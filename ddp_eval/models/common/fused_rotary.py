@@ -98,6 +98,14 @@ def _(q, k, cos, sin):
         k, memory_format=torch.contiguous_format)
 
 
+def build_ahead(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> None:
+    """Compile the kernel for a tower of this shape (q and k views of one qkv projection, cos and sin in
+    float32, as transformers passes them) on a few rows, before the model's first batch needs it."""
+    qkv = torch.zeros(16, 3, heads, head_dim, device=device, dtype=dtype).permute(1, 0, 2, 3)
+    table = torch.zeros(16, head_dim, device=device, dtype=torch.float32)
+    vision_rotary(qkv[0], qkv[1], table, table)
+
+
 def takes(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
     """The layouts the kernel serves: CUDA, half precision q/k of (tokens, heads, even head_dim) with
     unit last stride, cos and sin (tokens, head_dim) likewise."""

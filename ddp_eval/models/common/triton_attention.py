@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # (H100), all of them right there.
 CONFIG = (128, 64, 4, 3, True, False, 16)
 SHORTEST = 256  # below this longest sequence (windowed attention) varlen_attn's tiles fit better
+# Head dims whose CONFIG tiling was checked and timed on a GPU (run 38: Qwen2-VL's and Qwen2.5-VL's 80): where
+# `auto` runs the kernel. Others (Qwen3-VL's 64) take it by name only until bench/attention.py has measured them.
+MEASURED_HEAD_DIMS = (80,)
 
 
 def split_head_dim(dim: int, least: int = 16) -> tuple[int, int] | None:
@@ -140,6 +143,16 @@ def _attention(q, k, v, cu_q, cu_k, max_q, max_k, scale, fallback: bool) -> torc
                     "of the run (model.vision_attention=varlen skips the attempt)", type(err).__name__,
                     str(err).splitlines()[0][:300] if str(err) else "")
         return varlen_call()[0](q, k, v, cu_q, cu_k, max_q, max_k, scale)
+
+
+def build_ahead(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int, fallback: bool) -> None:
+    """Compile the kernel for a tower of this shape (the layout the tower passes) on one short
+    sequence, before the model's first batch needs it; `fallback` as `triton_varlen_auto` has it."""
+    qkv = torch.zeros(SHORTEST, 3, heads, head_dim, device=device, dtype=dtype)
+    cu = torch.tensor([0, SHORTEST], device=device, dtype=torch.int32)
+    op = triton_varlen_auto if fallback else triton_varlen
+    # q and k as the fused rotary embedding returns them (its own tensors), v a view of the projection
+    op(qkv[:, 0].contiguous(), qkv[:, 1].contiguous(), qkv[:, 2], cu, cu, SHORTEST, SHORTEST, None)
 
 
 def _out_shape(q, k, v, cu_q, cu_k, max_q, max_k, scale):

@@ -212,11 +212,11 @@ def triton_call(visual: nn.Module, fallback: bool = False) -> Callable:
 
 def auto_kernel(device: torch.device, head_dim: int) -> str:
     """The packed kernel `model.vision_attention=auto` runs on CUDA: this package's Triton kernel on Hopper
-    (compute capability 9.x, where it was measured: +15% rows/s on MMBench, bench/RESULTS.md run 38),
-    torch's varlen_attn elsewhere."""
-    from ddp_eval.models.common.triton_attention import split_head_dim
+    (compute capability 9.x, where it was measured: +15% rows/s on MMBench, bench/RESULTS.md run 38) at
+    the head dims measured there, torch's varlen_attn elsewhere."""
+    from ddp_eval.models.common.triton_attention import MEASURED_HEAD_DIMS
 
-    if device.type != "cuda" or triton_problem() is not None or split_head_dim(head_dim) is None:
+    if device.type != "cuda" or head_dim not in MEASURED_HEAD_DIMS or triton_problem() is not None:
         return "varlen"
     return "triton" if torch.cuda.get_device_capability(device)[0] == 9 else "varlen"
 

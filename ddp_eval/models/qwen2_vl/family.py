@@ -84,6 +84,11 @@ class Qwen2VLFamily(ModelFamily):
 
         return row_costs(benchmark, text, pixels.min_pixels, pixels.max_pixels, factor=2 * self.patch_size)
 
+    def kernels_ahead(self, cfg: ModelConfig, device, speed: Speed):
+        from ddp_eval.models.qwen2_vl.load import kernels_ahead
+
+        return kernels_ahead(cfg, device, speed)
+
     def fast_path(self, model, speed: Speed):
         from ddp_eval.models.qwen2_vl.fast import Qwen2VLFastPath
 

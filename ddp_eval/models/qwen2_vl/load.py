@@ -8,7 +8,11 @@ heads for short queries, compiled vision blocks.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -33,6 +37,33 @@ def load_processor(cfg: ModelConfig, pixels: Pixels):
         if hasattr(image_processor, name):
             setattr(image_processor, name, value)
     return processor
+
+
+def kernels_ahead(cfg: ModelConfig, device: torch.device, speed: Speed) -> list[Callable[[], None]]:
+    """The Triton kernels `load_model` switches on for this checkpoint, as calls that compile them at its
+    vision tower's shapes (read from config.json): the rotary embedding, QuickGELU (Qwen2-VL's MLP) and the
+    attention where `auto` or `triton` picks it."""
+    from ddp_eval.models.common import fused_quick_gelu, fused_rotary, triton_attention
+    from ddp_eval.models.common.vision_attention import auto_kernel
+
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
+    try:
+        vision = json.loads((Path(cfg.path) / "config.json").read_text(encoding="utf-8")).get("vision_config") or {}
+    except (OSError, ValueError, AttributeError):  # loading the model names what is wrong with the file
+        return []
+    heads, width = vision.get("num_heads"), vision.get("embed_dim") or vision.get("hidden_size")
+    if device.type != "cuda" or dtype is None or not isinstance(heads, int) or not isinstance(width, int) \
+            or heads <= 0 or width % heads:
+        return []
+    head_dim, calls = width // heads, []
+    if speed.fused_rotary:
+        calls.append(functools.partial(fused_rotary.build_ahead, device, dtype, heads, head_dim))
+    if speed.fused_activation and vision.get("hidden_act") == "quick_gelu" and vision.get("mlp_ratio"):
+        calls.append(functools.partial(fused_quick_gelu.build_ahead, device, dtype, int(width * vision["mlp_ratio"])))
+    auto = speed.vision_attention == "auto"
+    if (auto_kernel(device, head_dim) if auto else speed.vision_attention) == "triton":
+        calls.append(functools.partial(triton_attention.build_ahead, device, dtype, heads, head_dim, fallback=auto))
+    return calls
 
 
 def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
