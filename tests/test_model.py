@@ -492,8 +492,10 @@ def test_auto_runs_the_triton_attention_on_hopper_only(monkeypatch):
     for capability, kernel in (((9, 0), "triton"), ((8, 0), "varlen"), ((10, 0), "varlen"), ((12, 0), "varlen")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert vision_attention.auto_kernel(cuda, 80) == kernel, capability
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert vision_attention.auto_kernel(cuda, 320) == "varlen"  # a head dim the kernel does not take
-    assert vision_attention.auto_kernel(cuda, 64) == "varlen"  # nor one not yet measured on a GPU
+    assert vision_attention.auto_kernel(cuda, 96) == "varlen"  # nor one not yet measured on a GPU
+    assert vision_attention.auto_kernel(cuda, 64) == "triton"  # Qwen3-VL's
     assert vision_attention.auto_kernel(torch.device("cpu"), 80) == "varlen"
     monkeypatch.setattr(vision_attention, "triton_problem", lambda: "the triton package is not installed")
     assert vision_attention.auto_kernel(cuda, 80) == "varlen"

@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 # (H100), all of them right there.
 CONFIG = (128, 64, 4, 3, True, False, 16)
 SHORTEST = 256  # below this longest sequence (windowed attention) varlen_attn's tiles fit better
-# Head dims whose CONFIG tiling was checked and timed on a GPU (run 38: Qwen2-VL's and Qwen2.5-VL's 80): where
-# `auto` runs the kernel. Others (Qwen3-VL's 64) take it by name only until bench/attention.py has measured them.
-MEASURED_HEAD_DIMS = (80,)
+# Head dims whose CONFIG tiling was checked and timed on a GPU, where `auto` runs the kernel: 80 (Qwen2-VL's and
+# Qwen2.5-VL's towers; runs 38-39: 5.6-5.7 ms a layer against varlen_attn's 8.1-8.3) and 64 (Qwen3-VL's; run 40:
+# 4.10 against 5.62). Others take it by name only until bench/attention.py --head-dim has measured them.
+MEASURED_HEAD_DIMS = (64, 80)
 
 
 def split_head_dim(dim: int, least: int = 16) -> tuple[int, int] | None:
