@@ -37,7 +37,8 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     # Vision tower attention: sdpa (transformers' loop, one call per image per layer), varlen (one packed
     # call per layer for all images of the batch: PyTorch's varlen_attn on CUDA, image by image on CPU),
-    # auto: varlen where PyTorch has the kernel for this device and dtype (CUDA, bf16/fp16), else sdpa;
+    # auto: triton on Hopper GPUs at the head dims measured there (64, 80), else varlen where PyTorch has the
+    # kernel for this device and dtype (CUDA, bf16/fp16), else sdpa;
     # cudnn: the packed call runs cuDNN's attention image by image (CUDA; windowed towers with many
     # segments, as Qwen2.5-VL's, keep varlen there): pays only where images come in a few sizes, since
     # cuDNN builds a plan (~0.3 s) for every new sequence length;

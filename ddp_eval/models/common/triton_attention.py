@@ -13,9 +13,10 @@ A head dim that is not a power of two is covered by two column tiles (80 = 64 + 
 overlapping the first: see `attend`) or by one padded tile (80 in 128, the padding loaded as zeros).
 Measured on an H100 (bench/RESULTS.md, run 38; MMBench shapes, one layer): the split tiling with TMA
 loads 5.70 ms, the padded tile 7.17, varlen_attn 8.33; over MMBench's 4,300 rows +15% rows/s, 4,297 of
-the 4,300 bf16 predictions the same as with varlen_attn. So `auto` runs it on Hopper (compute capability
-9.x) and falls back to varlen_attn, with a warning, where Triton cannot build it; other GPUs keep
-varlen_attn (not measured there).
+the 4,300 bf16 predictions the same as with varlen_attn; at Qwen3-VL's head dim 64 (run 40) 4.10 ms against
+5.62. So `auto` runs it on Hopper (compute capability 9.x) at those head dims and falls back to varlen_attn,
+with a warning, where Triton cannot build it; other GPUs keep varlen_attn (not measured there). Its kernels
+are compiled in a thread beside the start-up (`build_ahead`), not in the first batch.
 
 CUDA (or Triton's CPU interpreter, for tests) only; `packed_attention` calls it through the same
 interface as varlen_attn.
