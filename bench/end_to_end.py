@@ -15,6 +15,8 @@ of a name finds them empty (cold), a pass named `NAME:warm` reuses the folder an
     python bench/end_to_end.py --out /tmp/e2e --questions 1075 --pass shipped --pass shipped:warm \\
         --pass old="model.reuse_prefix=false;model.decode_graphs=false;run.batch_size=16" --json e2e.json
     python bench/end_to_end.py --out /tmp/e2e --startup-profile 64     # where start-up time goes
+    python bench/end_to_end.py --out /tmp/e2e --pass shipped --pass varlen="model.vision_attention=varlen" \
+        --compare shipped:varlen                                       # and whether they predicted alike
 
 Prints one line per pass (and its phase log lines) and writes them all to --json. Needs a CUDA GPU.
 """
@@ -94,6 +96,18 @@ def one_pass(out: Path, model_dir: Path, tsv: Path, name: str, overrides: list[s
             "log": [line for line in done.stderr.splitlines() if " INFO " in line or " WARNING " in line]}
 
 
+def agreement(first: Path, second: Path) -> tuple[int, int]:
+    """Rows of the first run's predictions.tsv whose reply the second run's gives too, and the first's rows."""
+    import pandas as pd
+
+    def replies(run: Path) -> dict[str, str]:
+        table = pd.read_csv(run / "predictions.tsv", sep="\t", keep_default_na=False, dtype=str)
+        return dict(zip(table["index"], table["prediction"]))
+
+    a, b = replies(first), replies(second)
+    return sum(b.get(i) == reply for i, reply in a.items()), len(a)
+
+
 def startup_profile(out: Path, model_dir: Path, tsv: Path, rows: int) -> dict:
     """A short run under cProfile and -X importtime: the cumulative top of start-up, and the slowest imports."""
     run_dir = out / "runs" / "profile"
@@ -129,6 +143,9 @@ def main() -> None:
                         help="a fresh-process pass with ';'-separated extra --set overrides (repeatable)")
     parser.add_argument("--startup-profile", type=int, default=0, metavar="ROWS",
                         help="also profile a run of this many rows (cProfile + -X importtime)")
+    parser.add_argument("--compare", action="append", default=[], metavar="A:B",
+                        help="after the passes, how many rows passes A and B predicted alike (repeatable; "
+                             "a warm pass as NAME_warm)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +166,11 @@ def main() -> None:
               f"{res['first_batch_s']:.1f} s after start, start-up overhead {res['startup_overhead_s']:.1f} s, "
               f"steady {res['steady_rows_per_s'] or 0:.1f} rows/s, peak {res['peak_memory_gib'] or 0:.1f} GiB, "
               f"parity {res['parity']}", *res["log"], sep="\n  ", flush=True)
+    for pair in args.compare:
+        first, _, second = pair.partition(":")
+        same, rows = agreement(args.out / "runs" / first, args.out / "runs" / second)
+        results[f"agreement_{first}_{second}"] = {"same": same, "rows": rows}
+        print(f"predictions of {first} and {second}: {same} of {rows} rows the same", flush=True)
     if args.startup_profile:
         prof = startup_profile(args.out, model_dir, tsv, args.startup_profile)
         results["startup_profile"] = prof
