@@ -491,14 +491,33 @@ def test_auto_runs_the_triton_attention_on_hopper_only(monkeypatch):
     monkeypatch.setattr(vision_attention, "triton_problem", lambda: None)
     for capability, kernel in (((9, 0), "triton"), ((8, 0), "varlen"), ((10, 0), "varlen"), ((12, 0), "varlen")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert vision_attention.auto_kernel(cuda, 80) == kernel, capability
+        assert vision_attention.auto_kernel(cuda, 80) == (kernel, None), capability
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert vision_attention.auto_kernel(cuda, 320) == "varlen"  # a head dim the kernel does not take
-    assert vision_attention.auto_kernel(cuda, 96) == "varlen"  # nor one not yet measured on a GPU
-    assert vision_attention.auto_kernel(cuda, 64) == "triton"  # Qwen3-VL's
-    assert vision_attention.auto_kernel(torch.device("cpu"), 80) == "varlen"
+    assert vision_attention.auto_kernel(cuda, 64) == ("triton", None)  # Qwen3-VL-2B's
+    kernel, why = vision_attention.auto_kernel(cuda, 72)  # a head dim not measured on a GPU: said why
+    assert kernel == "varlen" and "measured at head dims 64, 80, not this tower's 72" in why
+    assert vision_attention.auto_kernel(torch.device("cpu"), 80) == ("varlen", None)
     monkeypatch.setattr(vision_attention, "triton_problem", lambda: "the triton package is not installed")
-    assert vision_attention.auto_kernel(cuda, 80) == "varlen"
+    assert vision_attention.auto_kernel(cuda, 80) == ("varlen", "the triton package is not installed")
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # an AMD GPU of capability 9.x is no Hopper
+    assert vision_attention.auto_kernel(cuda, 80) == ("varlen", None)
+
+
+def test_auto_takes_the_triton_op_that_falls_back_and_a_name_the_one_that_does_not(monkeypatch):
+    from torch import nn
+
+    from ddp_eval.models.common import triton_attention, vision_attention
+
+    pytest.importorskip("torch.nn.attention.varlen")
+    attn = nn.Linear(4, 4, dtype=torch.bfloat16)
+    attn.head_dim, attn.scaling = 80, 80 ** -0.5
+    block = nn.Module()
+    block.attn = attn
+    visual = nn.Module()
+    visual.blocks = nn.ModuleList([block])
+    monkeypatch.setattr(vision_attention, "triton_problem", lambda: None)
+    assert vision_attention.triton_call(visual, fallback=True) is triton_attention.triton_varlen_auto
+    assert vision_attention.triton_call(visual) is triton_attention.triton_varlen
 
 
 def test_auto_falls_back_to_varlen_attn_where_triton_cannot_build_its_kernel(monkeypatch, caplog):
@@ -538,7 +557,10 @@ def test_auto_falls_back_to_varlen_attn_where_triton_cannot_build_its_kernel(mon
         triton_attention.triton_varlen_auto(q, q, q, cu, cu, 300, 300, None)
 
 
-def test_kernels_ahead_are_those_load_model_switches_on_at_the_towers_shapes(tiny_model, tiny_model_25, monkeypatch):
+def test_kernels_ahead_are_those_load_model_switches_on_at_the_towers_shapes(tiny_model, tiny_model_25, monkeypatch,
+                                                                             tmp_path):
+    import shutil
+
     from ddp_eval.models.common import fused_quick_gelu, fused_rotary, triton_attention, vision_attention
     from ddp_eval.models.registry import family_for
 
@@ -548,14 +570,22 @@ def test_kernels_ahead_are_those_load_model_switches_on_at_the_towers_shapes(tin
     cuda, bf16 = torch.device("cuda", 1), torch.bfloat16
     cfg = ModelConfig(path=str(tiny_model), dtype="bfloat16")  # vision tower: 2 heads of 16, MLP 64 wide
     on = Speed(vision_attention="auto", fused_rotary=True, fused_activation=True)
-    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: "triton")
+    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: ("triton", None))
     assert shown(FAMILY.kernels_ahead(cfg, cuda, on)) == [(fused_rotary.build_ahead, (cuda, bf16, 2, 16), {}),
                                                           (fused_quick_gelu.build_ahead, (cuda, bf16, 64), {}),
                                                           (triton_attention.build_ahead, (cuda, bf16, 2, 16),
                                                            {"fallback": True})]
     assert shown(FAMILY.kernels_ahead(cfg, cuda, Speed(vision_attention="triton"))) == [
         (triton_attention.build_ahead, (cuda, bf16, 2, 16), {"fallback": False})]
-    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: "varlen")
+    # Qwen2-VL's own config.json leaves the tower's activation out (transformers' default: QuickGELU)
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model, bare)
+    config = json.loads((bare / "config.json").read_text())
+    del config["vision_config"]["hidden_act"]
+    (bare / "config.json").write_text(json.dumps(config))
+    assert fused_quick_gelu.build_ahead in [c.func for c in FAMILY.kernels_ahead(
+        ModelConfig(path=str(bare), dtype="bfloat16"), cuda, on)]
+    monkeypatch.setattr(vision_attention, "auto_kernel", lambda device, head_dim: ("varlen", None))
     assert [c.func for c in FAMILY.kernels_ahead(cfg, cuda, on)] == [fused_rotary.build_ahead,
                                                                      fused_quick_gelu.build_ahead]
     qwen25 = ModelConfig(path=str(tiny_model_25), dtype="bfloat16")  # its MLP is SiLU: no QuickGELU kernel
@@ -573,13 +603,18 @@ def test_kernels_compiled_ahead_run_in_a_thread_and_leave_a_failure_to_the_batch
     def broken():
         raise RuntimeError("ptxas not found")
 
+    def unreadable():
+        raise OSError("config.json: permission denied")
+
     with caplog.at_level("DEBUG", logger="ddp_eval"):
-        thread = build_ahead([lambda: ran.append(threading.current_thread().name), broken, lambda: ran.append(2)],
-                             torch.device("cpu"))
+        calls = [lambda: ran.append(threading.current_thread().name), broken, lambda: ran.append(2)]
+        thread = build_ahead(lambda: calls, torch.device("cpu"))
         thread.join(30)
+        build_ahead(unreadable, torch.device("cpu")).join(30)
     assert ran == ["ddp_eval-kernels-ahead"] and thread.daemon
-    assert any("stopped on RuntimeError: ptxas not found" in r.getMessage() for r in caplog.records)
-    assert build_ahead([], torch.device("cpu")) is None
+    debug = [r.getMessage() for r in caplog.records]
+    assert any("stopped on RuntimeError: ptxas not found" in m for m in debug)
+    assert any("stopped on OSError: config.json: permission denied" in m for m in debug)
 
 
 def test_kv_head_attention_equals_sdpa_with_copied_heads():

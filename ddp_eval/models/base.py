@@ -141,8 +141,8 @@ class ModelFamily(ABC):
         return None
 
     def kernels_ahead(self, cfg: ModelConfig, device: Any, speed: Speed) -> list[Callable[[], None]]:
-        """Calls that compile the kernels `load_model` will switch on, at the checkpoint's shapes, for a
-        thread to run before the model is loaded (models/loading.py `build_ahead`); none by default."""
+        """Calls that compile the kernels `load_model` will switch on, at the checkpoint's shapes; a thread asks
+        for them and runs them before the model is loaded (models/loading.py `build_ahead`); none by default."""
         return []
 
 
@@ -163,9 +163,10 @@ def proven_default(cfg: Config, key: str, device_type: str) -> bool:
     return device_type == "cuda" and plain_greedy(cfg.generation) and cfg.model.reuse_vision
 
 
-def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str, device_type: str = "cpu") -> Speed:
+def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str, device_type: str = "cpu",
+                  report: bool = True) -> Speed:
     """The features this run uses on `device_type`. Errors name the key when an explicitly asked feature
-    cannot run; a feature on by default that cannot is left out with a log line."""
+    cannot run; a feature on by default that cannot is left out with a log line (`report`: the plan's call)."""
     offered = {f.key: f for f in family.features}
     chosen: dict[str, Any] = {}
     for key in _SWITCHES:
@@ -187,7 +188,8 @@ def resolve_speed(cfg: Config, family: ModelFamily, transformers_version: str, d
             raise DdpEvalError(f"model.{key}={value}: {problem}; set model.{key}="
                                f"{'sdpa' if key == 'vision_attention' else 'false'}")
         else:
-            log.info("model.%s: not used, %s; the plain path runs", key, problem)
+            if report:
+                log.info("model.%s: not used, %s; the plain path runs", key, problem)
             chosen[key] = "sdpa" if key == "vision_attention" else False
     speed = Speed(**chosen)
     if speed.reuse_prefix and not speed.reuse_vision:

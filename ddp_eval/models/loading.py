@@ -104,18 +104,17 @@ def warm_up_device(device: torch.device) -> threading.Thread | None:
     return thread
 
 
-def build_ahead(calls: list[Callable[[], None]], device: torch.device) -> threading.Thread | None:
-    """Run calls that compile a family's Triton kernels (ModelFamily.kernels_ahead) in a thread, while the
-    benchmark loads and the model is read: on a machine's first run they compile for seconds, and the first
-    batch would wait for them (bench/RESULTS.md, run 39). Launches take triton_launch.LAUNCH, so a batch
-    that comes first waits for the one compile in progress. A call that fails is left to the batch that
+def build_ahead(plan: Callable[[], list[Callable[[], None]]], device: torch.device) -> threading.Thread:
+    """In a thread, while the benchmark loads and the model is read: `plan()` (ModelFamily.kernels_ahead: it
+    reads the checkpoint's config) and the calls it returns, which compile a family's Triton kernels. On a
+    machine's first run they compile for seconds, and the first batch would wait for them (bench/RESULTS.md,
+    run 39). Join the thread before the model's first forward. A step that fails is left to the batch that
     needs the kernel, which reports it (or falls back) as it would have without this."""
-    if not calls:
-        return None
 
     def build() -> None:
         start = time.perf_counter()
         try:
+            calls = plan()
             if device.type == "cuda":
                 torch.cuda.set_device(device)  # Triton launches on the thread's current device
             with torch.inference_mode():
@@ -124,7 +123,8 @@ def build_ahead(calls: list[Callable[[], None]], device: torch.device) -> thread
         except Exception as err:  # noqa: BLE001 (see the docstring)
             log.debug("kernels compiled ahead: stopped on %s: %s", type(err).__name__, err)
             return
-        log.info("vision kernels compiled ahead in %.1f s, beside the start-up", time.perf_counter() - start)
+        if calls:
+            log.info("vision kernels compiled ahead in %.1f s, beside the start-up", time.perf_counter() - start)
 
     thread = threading.Thread(target=build, name="ddp_eval-kernels-ahead", daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ import yaml
 
 from ddp_eval.distributed.group import read_env
 from ddp_eval.errors import DdpEvalError
+from ddp_eval.models.common.triton_attention import MEASURED_HEAD_DIMS
 from ddp_eval.models.common.vision_attention import fa4_problem, triton_problem
 from ddp_eval.store.manifest import git_commit, versions
 
@@ -55,17 +56,19 @@ def report(config: Path | None, overrides: list[str]) -> tuple[list[str], int]:
                              + ("" if "flash_attention_2" in attn else " (flash_attn not installed)")))
     varlen = importlib.util.find_spec("torch.nn.attention.varlen") is not None
     lines.append(_line("ok", "vision attention: packed varlen_attn " + (
-        "available (auto's kernel on CUDA GPUs but Hopper, bf16/fp16)" if varlen
+        "available (auto's kernel on CUDA in bf16/fp16 where the Triton one is not used)" if varlen
         else f"not in torch {torch.__version__}; per-image sdpa")))
     fa4 = fa4_problem()
     lines.append(_line("ok", "vision attention fa4 (FlashAttention-4): " + (
         "available" if fa4 is None else f"not usable here: {fa4}")))
     kernel = triton_problem()
     gpus = range(torch.cuda.device_count())
-    hopper = kernel is None and all(torch.cuda.get_device_capability(d)[0] == 9 for d in gpus)
+    hopper = kernel is None and torch.version.hip is None and all(
+        torch.cuda.get_device_capability(d)[0] == 9 for d in gpus)
     lines.append(_line("ok", "vision attention triton (this package's kernel, auto's on Hopper): " + (
-        f"not usable here: {kernel}" if kernel is not None else "available; auto runs it on these GPUs" if hopper
-        else "available; auto keeps varlen_attn on these GPUs (not Hopper)")))
+        f"not usable here: {kernel}" if kernel is not None
+        else f"available; auto runs it on these GPUs at head dims {', '.join(map(str, MEASURED_HEAD_DIMS))}"
+        if hopper else "available; auto keeps varlen_attn on these GPUs (not Hopper)")))
     if config is not None:
         more_lines, more_errors = _check_config(config, overrides)
         lines += more_lines

@@ -14,9 +14,11 @@ in the suite summary and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -218,7 +220,7 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     family = family_for(Path(cfg.model.path), cfg.model.family)  # a missing model is named before any download
     model_digest = ModelDigest(cfg) if info.is_main else None  # hashed while the benchmarks load
     warm_up = warm_up_device(info.device)
-    _kernels_ahead(cfg, family, info.device)
+    ahead = _kernels_ahead(cfg, family, info.device)
     if suite:
         _lock_suite_dir(out, info, lock(out), cfg.run.dist_timeout_s)
     parts = [_load_part(cfg, info, name, suite, since) for name in benchmark_names(cfg)]
@@ -242,7 +244,7 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
             with StopFlag() as stop, ExitStack() as files:
                 writers = [files.enter_context(ShardWriter(shard_path(p.out, info.rank, info.world_size),
                                                            p.job.identity)) for p in live]
-                stats = _predict_share(live, info, items, writers, stop, options) if items else ShareStats()
+                stats = _predict_share(live, info, items, writers, stop, options, ahead) if items else ShareStats()
         except BaseException as err:
             completion.mark(out, run_id, info.rank, "failed", f"{type(err).__name__}: {err}")
             raise
@@ -264,17 +266,17 @@ def _run(cfg: Config, info: DistInfo, options: Options, lock) -> dict | None:
     return {p.name: p.metrics for p in parts}
 
 
-def _kernels_ahead(cfg: Config, family: ModelFamily, device) -> None:
+def _kernels_ahead(cfg: Config, family: ModelFamily, device) -> threading.Thread | None:
     """The family's Triton kernels compiled in a thread from here on, beside the benchmark's loading and the
     model's (models/loading.py build_ahead); only on CUDA, only where the speed settings are valid (else
-    the plan names the bad key)."""
+    the plan names the bad key). Joined before the model's first forward."""
     if device.type != "cuda":
-        return
+        return None
     try:
-        speed = resolve_speed(cfg, family, transformers_version(), device.type)
+        speed = resolve_speed(cfg, family, transformers_version(), device.type, report=False)
     except DdpEvalError:
-        return
-    build_ahead(family.kernels_ahead(cfg.model, device, speed), device)
+        return None
+    return build_ahead(functools.partial(family.kernels_ahead, cfg.model, device, speed), device)
 
 
 def _lock_suite_dir(out: Path, info: DistInfo, lock: OutputDirLock | None, timeout_s: float) -> None:
@@ -355,7 +357,7 @@ def load_backend(job: Job, info: DistInfo, processor) -> Backend:
 
 
 def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writers: list[ShardWriter],
-                   stop: StopFlag, options: Options) -> ShareStats:
+                   stop: StopFlag, options: Options, ahead: threading.Thread | None = None) -> ShareStats:
     first = live[0].job
     cfg = first.cfg
     stats = ShareStats()
@@ -389,6 +391,11 @@ def _predict_share(live: list[Part], info: DistInfo, items: list[WorkItem], writ
         stats.load_s = time.perf_counter() - start
         log.info("model loaded on %s in %.1f s (%.1f s since start)", info.device, stats.load_s,
                  time.perf_counter() - (options.process_start or start))
+        if ahead is not None:  # its kernels compiled before the first forward (inductor's too compiles Triton)
+            start = time.perf_counter()
+            ahead.join()
+            if time.perf_counter() - start > 0.1:
+                log.info("waited %.1f s for the vision kernels compiled ahead", time.perf_counter() - start)
         if parity is not None:
             parity.begin(backend, plain, names, stop, info.device if alongside and _shared(first, backend) else None)
             held.callback(parity.close)

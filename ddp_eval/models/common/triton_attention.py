@@ -13,10 +13,11 @@ A head dim that is not a power of two is covered by two column tiles (80 = 64 + 
 overlapping the first: see `attend`) or by one padded tile (80 in 128, the padding loaded as zeros).
 Measured on an H100 (bench/RESULTS.md, run 38; MMBench shapes, one layer): the split tiling with TMA
 loads 5.70 ms, the padded tile 7.17, varlen_attn 8.33; over MMBench's 4,300 rows +15% rows/s, 4,297 of
-the 4,300 bf16 predictions the same as with varlen_attn; at Qwen3-VL's head dim 64 (run 40) 4.10 ms against
-5.62. So `auto` runs it on Hopper (compute capability 9.x) at those head dims and falls back to varlen_attn,
-with a warning, where Triton cannot build it; other GPUs keep varlen_attn (not measured there). Its kernels
-are compiled in a thread beside the start-up (`build_ahead`), not in the first batch.
+the 4,300 bf16 predictions the same as with varlen_attn; at head dim 64 (Qwen3-VL-2B's and 4B's towers;
+run 40) 4.10 ms against 5.62. So `auto` runs it on Hopper (compute capability 9.x) at those head dims and
+falls back to varlen_attn, with a warning, where Triton cannot build it; other GPUs keep varlen_attn (not
+measured there). Its kernels are compiled in a thread beside the start-up (`build_ahead`), not in the
+first batch.
 
 CUDA (or Triton's CPU interpreter, for tests) only; `packed_attention` calls it through the same
 interface as varlen_attn.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import torch
 
@@ -39,8 +41,9 @@ log = logging.getLogger(__name__)
 CONFIG = (128, 64, 4, 3, True, False, 16)
 SHORTEST = 256  # below this longest sequence (windowed attention) varlen_attn's tiles fit better
 # Head dims whose CONFIG tiling was checked and timed on a GPU, where `auto` runs the kernel: 80 (Qwen2-VL's and
-# Qwen2.5-VL's towers; runs 38-39: 5.6-5.7 ms a layer against varlen_attn's 8.1-8.3) and 64 (Qwen3-VL's; run 40:
-# 4.10 against 5.62). Others take it by name only until bench/attention.py --head-dim has measured them.
+# Qwen2.5-VL's towers; runs 38-39: 5.6-5.7 ms a layer against varlen_attn's 8.1-8.3) and 64 (Qwen3-VL-2B's and
+# 4B's; run 40: 4.10 against 5.62). Others (the larger Qwen3-VL towers' 72) take it by name only until
+# bench/attention.py --head-dim has measured them.
 MEASURED_HEAD_DIMS = (64, 80)
 
 
@@ -110,6 +113,7 @@ def _descriptors(t: torch.Tensor, rows: int, parts: tuple[int, int]) -> list:
 
 
 FAILED: list[BaseException] = []  # the Triton error after which `auto` runs varlen_attn (once a process)
+_FAILING = threading.Lock()  # the batches' thread and the parity rows' may both meet the error
 
 
 @torch.library.custom_op("ddp_eval::triton_varlen", mutates_args=())
@@ -138,12 +142,16 @@ def _attention(q, k, v, cu_q, cu_k, max_q, max_k, scale, fallback: bool) -> torc
         return attend(q, k, v, cu_q, max_q, scale)
     except Exception as err:
         # Triton's own errors only: a fault on the GPU surfaces as torch's error and leaves nothing to fall back on.
-        if not fallback or not type(err).__module__.startswith("triton"):
+        module = type(err).__module__
+        if not fallback or not (module == "triton" or module.startswith("triton.")):
             raise
-        FAILED.append(err)
-        log.warning("vision attention: the Triton kernel could not run here (%s: %s); varlen_attn serves the rest "
-                    "of the run (model.vision_attention=varlen skips the attempt)", type(err).__name__,
-                    str(err).splitlines()[0][:300] if str(err) else "")
+        with _FAILING:
+            first = not FAILED
+            FAILED.append(err)
+        if first:
+            log.warning("vision attention: the Triton kernel could not run here (%s: %s); varlen_attn serves the rest "
+                        "of the run (model.vision_attention=varlen skips the attempt)", type(err).__name__,
+                        str(err).splitlines()[0][:300] if str(err) else "")
         return varlen_call()[0](q, k, v, cu_q, cu_k, max_q, max_k, scale)
 
 

@@ -210,15 +210,21 @@ def triton_call(visual: nn.Module, fallback: bool = False) -> Callable:
     return triton_varlen_auto if fallback else triton_varlen
 
 
-def auto_kernel(device: torch.device, head_dim: int) -> str:
-    """The packed kernel `model.vision_attention=auto` runs on CUDA: this package's Triton kernel on Hopper
-    (compute capability 9.x, where it was measured: +15% rows/s on MMBench, bench/RESULTS.md run 38) at
-    the head dims measured there, torch's varlen_attn elsewhere."""
+def auto_kernel(device: torch.device, head_dim: int) -> tuple[str, str | None]:
+    """The packed kernel `model.vision_attention=auto` runs on CUDA, and why not the Triton one on a Hopper GPU
+    (None where it runs, or where the GPU is no Hopper): this package's Triton kernel on Hopper (compute
+    capability 9.x, where it was measured: +11-15% rows/s on MMBench, bench/RESULTS.md runs 38-39) at the
+    head dims measured there, torch's varlen_attn elsewhere."""
     from ddp_eval.models.common.triton_attention import MEASURED_HEAD_DIMS
 
-    if device.type != "cuda" or head_dim not in MEASURED_HEAD_DIMS or triton_problem() is not None:
-        return "varlen"
-    return "triton" if torch.cuda.get_device_capability(device)[0] == 9 else "varlen"
+    if device.type != "cuda" or torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] != 9:
+        return "varlen", None  # ROCm's 9.x is not Hopper
+    if (problem := triton_problem()) is not None:
+        return "varlen", problem
+    if head_dim not in MEASURED_HEAD_DIMS:
+        return "varlen", (f"the Triton kernel is measured at head dims {', '.join(map(str, MEASURED_HEAD_DIMS))}, "
+                          f"not this tower's {head_dim} (model.vision_attention=triton asks for it)")
+    return "triton", None
 
 
 def packed_kernel_available(visual: nn.Module) -> bool:
@@ -240,7 +246,9 @@ def use_packed_vision_attention(visual: nn.Module, kernel: str = "varlen") -> No
     device, dtype = next(visual.parameters()).device, next(visual.parameters()).dtype
     attention, auto = packed_attention, kernel == "auto"
     if auto:
-        kernel = auto_kernel(device, visual.blocks[0].attn.head_dim)
+        kernel, why = auto_kernel(device, visual.blocks[0].attn.head_dim)
+        if why:
+            log.info("vision attention: auto keeps varlen_attn on this Hopper GPU: %s", why)
     if kernel in ("fa4", "cudnn", "triton") and device.type != "cuda":
         raise DdpEvalError(f"model.vision_attention={kernel} runs CUDA kernels; this replica is on {device}. "
                            "Use model.vision_attention=varlen or sdpa")

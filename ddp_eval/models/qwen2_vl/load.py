@@ -9,10 +9,9 @@ heads for short queries, compiled vision blocks.
 from __future__ import annotations
 
 import functools
-import json
+import importlib.util
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -41,29 +40,35 @@ def load_processor(cfg: ModelConfig, pixels: Pixels):
 
 def kernels_ahead(cfg: ModelConfig, device: torch.device, speed: Speed) -> list[Callable[[], None]]:
     """The Triton kernels `load_model` switches on for this checkpoint, as calls that compile them at its
-    vision tower's shapes (read from config.json): the rotary embedding, QuickGELU (Qwen2-VL's MLP) and the
-    attention where `auto` or `triton` picks it."""
+    vision tower's shapes (its config, with transformers' defaults for keys the file leaves out): the rotary
+    embedding, QuickGELU (Qwen2-VL's MLP) and the attention where `auto` or `triton` picks it."""
+    from transformers import AutoConfig
+
     from ddp_eval.models.common import fused_quick_gelu, fused_rotary, triton_attention
     from ddp_eval.models.common.vision_attention import auto_kernel
 
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
-    try:
-        vision = json.loads((Path(cfg.path) / "config.json").read_text(encoding="utf-8")).get("vision_config") or {}
-    except (OSError, ValueError, AttributeError):  # loading the model names what is wrong with the file
-        return []
-    heads, width = vision.get("num_heads"), vision.get("embed_dim") or vision.get("hidden_size")
-    if device.type != "cuda" or dtype is None or not isinstance(heads, int) or not isinstance(width, int) \
-            or heads <= 0 or width % heads:
+    config = AutoConfig.from_pretrained(cfg.path)
+    name = cfg.dtype if cfg.dtype != "auto" else str(getattr(config, "dtype", None)).removeprefix("torch.")
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name)
+    vision = config.vision_config
+    heads = vision.num_heads
+    width = vision.embed_dim if hasattr(vision, "embed_dim") else vision.hidden_size  # Qwen2-VL / 2.5-VL, 3-VL
+    if device.type != "cuda" or dtype is None or width % heads:
         return []
     head_dim, calls = width // heads, []
     if speed.fused_rotary:
         calls.append(functools.partial(fused_rotary.build_ahead, device, dtype, heads, head_dim))
-    if speed.fused_activation and vision.get("hidden_act") == "quick_gelu" and vision.get("mlp_ratio"):
-        calls.append(functools.partial(fused_quick_gelu.build_ahead, device, dtype, int(width * vision["mlp_ratio"])))
+    if speed.fused_activation and vision.hidden_act == "quick_gelu" and hasattr(vision, "mlp_ratio"):
+        calls.append(functools.partial(fused_quick_gelu.build_ahead, device, dtype, int(width * vision.mlp_ratio)))
     auto = speed.vision_attention == "auto"
-    if (auto_kernel(device, head_dim) if auto else speed.vision_attention) == "triton":
+    if (auto_kernel(device, head_dim)[0] if auto else speed.vision_attention) == "triton" and varlen_available():
         calls.append(functools.partial(triton_attention.build_ahead, device, dtype, heads, head_dim, fallback=auto))
     return calls
+
+
+def varlen_available() -> bool:
+    """torch has varlen_attn (2.9+): the packed vision attention, which the Triton kernel serves, can run."""
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
 
 def load_model(cfg: ModelConfig, device: torch.device, speed: Speed):
